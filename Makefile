@@ -1,0 +1,43 @@
+# Everyday commands. CMake does the building; this file only names the common tasks.
+#   make deps      install the Debian packages qtlab needs (idempotent, quiet when all present)
+#   make           build build/libqtlab.a, build/qtlab, build/qtlab_tests (Release)
+#   make test      deps + build + run the test suite
+#   make bench     deps + build + run the benchmarks
+#   make sanitize  build with ASan+UBSan in build-sanitize/ and run the test suite there
+#   make format    clang-format every C++ file in place
+
+BUILD_DIR    ?= build
+SANITIZE_DIR ?= build-sanitize
+JOBS         ?= $(shell nproc)
+SOURCES       = $(shell git ls-files --cached --others --exclude-standard '*.cpp' '*.h' 2>/dev/null)
+
+.PHONY: all build deps test bench sanitize format clean
+
+all: build
+
+deps:
+	@tools/install_deps.sh
+
+$(BUILD_DIR)/CMakeCache.txt:
+	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release > /dev/null
+
+build: $(BUILD_DIR)/CMakeCache.txt
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: deps build
+	@tools/run_tests.sh $(BUILD_DIR)/qtlab_tests
+
+bench: deps build
+	@$(BUILD_DIR)/qtlab bench gemm
+
+sanitize: deps
+	@cmake -S . -B $(SANITIZE_DIR) -DCMAKE_BUILD_TYPE=Debug -DQTLAB_SANITIZE=ON > /dev/null
+	@cmake --build $(SANITIZE_DIR) -j $(JOBS)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  tools/run_tests.sh $(SANITIZE_DIR)/qtlab_tests
+
+format:
+	@clang-format -i $(SOURCES)
+
+clean:
+	@rm -rf $(BUILD_DIR) $(SANITIZE_DIR)

@@ -1,0 +1,61 @@
+// Small helpers shared by the test files: seeded random tensors (std::mt19937, independent of the
+// framework's own Philox generator, so tests do not test the code with itself) and element access.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "tensor/shape.h"
+#include "tensor/tensor.h"
+
+namespace qt::test {
+
+// f32 or f64 tensor of N(mean, std^2) values.
+inline Tensor random_tensor(const Shape& shape, DType dtype, unsigned seed, double mean = 0,
+                            double std = 1) {
+  std::mt19937 generator(seed);
+  std::normal_distribution<double> normal(mean, std);
+  Tensor t = Tensor::empty(shape, dtype);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (dtype == DType::f32) {
+      t.data<float>()[i] = static_cast<float>(normal(generator));
+    } else {
+      t.data<double>()[i] = normal(generator);
+    }
+  }
+  return t;
+}
+
+// i64 tensor of uniform integers in [low, high].
+inline Tensor random_ids(const Shape& shape, int64_t low, int64_t high, unsigned seed) {
+  std::mt19937 generator(seed);
+  std::uniform_int_distribution<int64_t> uniform(low, high);
+  Tensor t = Tensor::empty(shape, DType::i64);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<int64_t>()[i] = uniform(generator);
+  return t;
+}
+
+// i64 tensor holding `values` with `shape`.
+inline Tensor ids_tensor(const std::vector<int64_t>& values, const Shape& shape) {
+  Tensor t = Tensor::empty(shape, DType::i64);
+  std::memcpy(t.data<int64_t>(), values.data(), values.size() * sizeof(int64_t));
+  return t;
+}
+
+// The flat row-major position of a multi-index.
+inline int64_t ravel(const std::vector<int64_t>& index, const Shape& shape) {
+  int64_t flat = 0;
+  for (size_t d = 0; d < shape.size(); ++d) flat = flat * shape[d] + index[d];
+  return flat;
+}
+
+// All elements of a tensor (any layout, any dtype) in row-major order, through at().
+inline std::vector<double> elements(const Tensor& t) {
+  std::vector<double> out;
+  for (int64_t p = 0; p < t.numel(); ++p) out.push_back(t.at(unravel_index(p, t.shape())));
+  return out;
+}
+
+}  // namespace qt::test

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages qtlab needs to build, test and run. Idempotent: when every package
+# is already installed it prints nothing and touches nothing; otherwise it runs apt-get update once
+# and installs only what is missing. Needs root (or sudo) for the install step.
+set -euo pipefail
+
+packages=(
+  cmake make g++ pkg-config git   # toolchain
+  libopenblas-openmp-dev          # float GEMM backend (OpenMP build: shares our thread pool)
+  libfmt-dev                      # formatting and printing
+  doctest-dev                     # the test framework
+  libcli11-dev                    # command-line parsing for build/qtlab
+  nlohmann-json3-dev              # JSON output (benchmarks, metrics) and config files
+  clang-format                    # make format
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$package")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "installing: ${missing[*]}"
+sudo_cmd=()
+[[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+echo "installed: ${missing[*]}"
