@@ -4,6 +4,8 @@
 #   make test      deps + build + run the test suite
 #   make bench     deps + build + run the benchmarks
 #   make sanitize  build with ASan+UBSan in build-sanitize/ and run the test suite there
+#   make data      fetch the pinned datasets into data/downloads (tools/fetch_data.sh)
+#   make fixtures  regenerate the PyTorch golden fixtures in tests/data
 #   make format    clang-format every C++ file in place
 
 BUILD_DIR    ?= build
@@ -11,7 +13,7 @@ SANITIZE_DIR ?= build-sanitize
 JOBS         ?= $(shell nproc)
 SOURCES       = $(shell git ls-files --cached --others --exclude-standard '*.cpp' '*.h' 2>/dev/null)
 
-.PHONY: all build deps test bench sanitize format clean
+.PHONY: all build deps test bench sanitize format clean data fixtures
 
 all: build
 
@@ -35,6 +37,13 @@ sanitize: deps
 	@cmake --build $(SANITIZE_DIR) -j $(JOBS)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  tools/run_tests.sh $(SANITIZE_DIR)/qtlab_tests
+
+data:
+	@tools/fetch_data.sh
+
+fixtures:
+	@tools/install_deps.sh --with-torch
+	@/usr/bin/python3 tools/make_fixtures.py tests/data
 
 format:
 	@clang-format -i $(SOURCES)

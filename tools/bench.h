@@ -13,3 +13,7 @@ CLI::App* add_bench_command(CLI::App& app);
 //                   [--threads N]`: float GEMM through OpenBLAS and the own kernel side by side,
 // and the integer GEMM (u8 x s8 -> s32), at transformer-sized shapes.
 void add_bench_gemm(CLI::App* bench);
+
+// `qtlab bench attention [--json] [--batch 32 --seq 128 --heads 4 --hidden 256 --repeats N]`:
+// forward + backward of the Attention module, fused core vs composed ops (bench_attention.cpp).
+void add_bench_attention(CLI::App* bench);

@@ -301,6 +301,7 @@ CLI::App* add_bench_command(CLI::App& app) {
     bench = app.add_subcommand("bench", "performance benchmarks");
     bench->require_subcommand(1);
     add_bench_gemm(bench);
+    add_bench_attention(bench);
   }
   return bench;
 }

@@ -2,6 +2,7 @@
 # Installs the Debian 12 packages qtlab needs to build, test and run. Idempotent: when every package
 # is already installed it prints nothing and touches nothing; otherwise it runs apt-get update once
 # and installs only what is missing. Needs root (or sudo) for the install step.
+# Usage: install_deps.sh [--with-torch]
 set -euo pipefail
 
 packages=(
@@ -12,7 +13,13 @@ packages=(
   libcli11-dev                    # command-line parsing for build/qtlab
   nlohmann-json3-dev              # JSON output (benchmarks, metrics) and config files
   clang-format                    # make format
+  libopenmpi-dev openmpi-bin      # distributed data-parallel training (mpirun)
+  curl ca-certificates            # tools/fetch_data.sh downloads the pinned datasets
+  gnuplot-nox                     # qtlab report: plots as PNG/SVG
 )
+# `--with-torch` (make bench, make fixtures): Debian's PyTorch, for the fixture generator and the
+# PyTorch speed baseline. Never needed to build, test or run qtlab itself.
+[[ "${1:-}" == "--with-torch" ]] && packages+=(python3-torch python3-numpy)
 
 missing=()
 for package in "${packages[@]}"; do

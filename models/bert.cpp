@@ -1,0 +1,100 @@
+#include "models/bert.h"
+
+#include <string>
+
+#include "autograd/functions.h"
+#include "nn/cross_entropy.h"
+#include "tensor/create.h"
+#include "tensor/error.h"
+#include "tensor/view.h"
+
+namespace qt::models {
+
+LabelledRows labelled_rows(const Tensor& labels) {
+  const Tensor dense = ops::contiguous(labels);
+  const int64_t* values = dense.data<int64_t>();
+  const int64_t n = Model::count_labels(dense);
+  LabelledRows rows{Tensor::empty({n}, DType::i64), Tensor::empty({n}, DType::i64)};
+  int64_t* index = rows.index.data<int64_t>();
+  int64_t* kept = rows.labels.data<int64_t>();
+  for (int64_t i = 0, at = 0; i < dense.numel(); ++i) {
+    if (values[i] == kIgnoreIndex) continue;
+    index[at] = i;
+    kept[at++] = values[i];
+  }
+  return rows;
+}
+
+Bert::Bert(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
+  nn::InitRng rng{seed, 0};
+  word_embeddings = register_module(
+      "embeddings.word_embeddings", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden, rng));
+  position_embeddings = register_module(
+      "embeddings.position_embeddings",
+      std::make_shared<nn::Embedding>(c.max_length, c.hidden, rng));
+  embedding_layer_norm = register_module(
+      "embeddings.layer_norm", std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
+  embedding_dropout = register_module(
+      "embeddings.dropout",
+      std::make_shared<nn::Dropout>(static_cast<float>(c.hidden_dropout), dropout_state, 1));
+  for (int64_t l = 0; l < c.layers; ++l) {
+    auto block =
+        std::make_shared<nn::TransformerBlock>(block_options(c, l), dropout_state, rng);
+    layers.push_back(register_module("encoder.layer." + std::to_string(l), block));
+  }
+  head_transform =
+      register_module("head.transform", std::make_shared<nn::Linear>(c.hidden, c.hidden, true, rng));
+  head_layer_norm =
+      register_module("head.layer_norm", std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
+  head_bias = register_parameter("head.bias", ops::zeros({c.vocab_size}));
+
+  // HF BERT init: N(0, init_std) for embeddings and dense layers, zero biases; the attention's
+  // Q/K/V keep PyTorch's default uniform init, as the paper's repo (spec §3.1, §8.4).
+  init_normal(word_embeddings->weight, c.init_std, rng);
+  init_normal(position_embeddings->weight, c.init_std, rng);
+  for (const auto& block : layers) {
+    for (const auto& linear : {block->attention->output, block->ffn_in, block->ffn_out}) {
+      init_normal(linear->weight, c.init_std, rng);
+      init_zeros(linear->bias);
+    }
+  }
+  init_normal(head_transform->weight, c.init_std, rng);
+  init_zeros(head_transform->bias);
+}
+
+Tensor Bert::encode(const Tensor& input_ids) const {
+  QT_CHECK(input_ids.dim() == 2 && input_ids.dtype() == DType::i64,
+           "bert: input_ids must be i64 [B, T], got {} {}", dtype_name(input_ids.dtype()),
+           shape_str(input_ids.shape()));
+  const int64_t T = input_ids.size(1);
+  QT_CHECK(T <= config.max_length, "bert: sequence length {} exceeds model.max_length = {}", T,
+           config.max_length);
+  const Tensor positions = ops::arange(0, T, 1, DType::i64);
+  Tensor h = qt::add(word_embeddings->forward(input_ids), position_embeddings->forward(positions));
+  h = embedding_dropout->forward(embedding_layer_norm->forward(h));
+  for (const auto& block : layers) h = block->forward(h);
+  return h;
+}
+
+Tensor Bert::head(const Tensor& hidden_rows) const {
+  const Tensor t = head_layer_norm->forward(qt::gelu(head_transform->forward(hidden_rows)));
+  return nn::linear(t, word_embeddings->weight, head_bias);  // tied decoder: t E_word^T + b_dec
+}
+
+Tensor Bert::loss(const Batch& batch, double label_smoothing) const {
+  QT_CHECK(batch.labels.defined() && batch.labels.shape() == batch.input_ids.shape(),
+           "bert: labels must have the shape of input_ids {}", shape_str(batch.input_ids.shape()));
+  const Tensor h = encode(batch.input_ids);
+  const LabelledRows rows = labelled_rows(batch.labels);
+  const Tensor flat = qt::reshape(h, {h.size(0) * h.size(1), h.size(2)});
+  const Tensor logits = head(qt::index_select(flat, 0, rows.index));
+  return nn::cross_entropy(logits, rows.labels, kIgnoreIndex, label_smoothing);
+}
+
+Tensor Bert::logits(const Batch& batch) const {
+  const Tensor h = encode(batch.input_ids);
+  const Tensor flat = qt::reshape(h, {h.size(0) * h.size(1), h.size(2)});
+  return qt::reshape(head(flat), {h.size(0), h.size(1), config.vocab_size});
+}
+
+}  // namespace qt::models

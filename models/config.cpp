@@ -1,0 +1,400 @@
+#include "models/config.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "tensor/error.h"
+
+namespace qt::models {
+
+namespace {
+
+using nlohmann::json;
+
+// One entry of the key table: how to read and write the field, and what values it accepts.
+struct Field {
+  std::string key;
+  std::string help;
+  std::function<void(RunConfig&, const json&)> set;  // throws naming the key on a bad value
+  std::function<json(const RunConfig&)> get;
+};
+
+[[noreturn]] void bad_value(const std::string& key, const json& value, const std::string& want) {
+  fail("config: {} = {} is not valid: expected {}", key, value.dump(), want);
+}
+
+Field integer_field(const std::string& key, const std::string& help,
+                    int64_t& (*access)(RunConfig&), int64_t low, int64_t high) {
+  return {key, help,
+          [=](RunConfig& c, const json& v) {
+            const std::string want = fmt::format("an integer in [{}, {}]", low, high);
+            if (!v.is_number_integer()) bad_value(key, v, want);
+            const int64_t x = v.get<int64_t>();
+            if (x < low || x > high) bad_value(key, v, want);
+            access(c) = x;
+          },
+          [=](const RunConfig& c) { return json(access(const_cast<RunConfig&>(c))); }};
+}
+
+Field seed_field(const std::string& key, const std::string& help, uint64_t& (*access)(RunConfig&)) {
+  return {key, help,
+          [=](RunConfig& c, const json& v) {
+            if (!v.is_number_integer() || v.get<int64_t>() < 0)
+              bad_value(key, v, "a non-negative integer");
+            access(c) = v.get<uint64_t>();
+          },
+          [=](const RunConfig& c) { return json(access(const_cast<RunConfig&>(c))); }};
+}
+
+Field real_field(const std::string& key, const std::string& help, double& (*access)(RunConfig&),
+                 double low, double high) {
+  return {key, help,
+          [=](RunConfig& c, const json& v) {
+            const std::string want = fmt::format("a number in [{}, {}]", low, high);
+            if (!v.is_number()) bad_value(key, v, want);
+            const double x = v.get<double>();
+            if (!std::isfinite(x) || x < low || x > high) bad_value(key, v, want);
+            access(c) = x;
+          },
+          [=](const RunConfig& c) { return json(access(const_cast<RunConfig&>(c))); }};
+}
+
+Field bool_field(const std::string& key, const std::string& help, bool& (*access)(RunConfig&)) {
+  return {key, help,
+          [=](RunConfig& c, const json& v) {
+            if (!v.is_boolean()) bad_value(key, v, "true or false");
+            access(c) = v.get<bool>();
+          },
+          [=](const RunConfig& c) { return json(access(const_cast<RunConfig&>(c))); }};
+}
+
+// A string field; `choices` empty means any non-empty string.
+Field text_field(const std::string& key, const std::string& help,
+                 std::string& (*access)(RunConfig&), std::vector<std::string> choices) {
+  return {key, help,
+          [=](RunConfig& c, const json& v) {
+            const std::string want =
+                choices.empty() ? std::string("a non-empty string")
+                                : fmt::format("one of {}", fmt::join(choices, ", "));
+            if (!v.is_string() || v.get<std::string>().empty()) bad_value(key, v, want);
+            if (!choices.empty() &&
+                std::find(choices.begin(), choices.end(), v.get<std::string>()) == choices.end())
+              bad_value(key, v, want);
+            access(c) = v.get<std::string>();
+          },
+          [=](const RunConfig& c) { return json(access(const_cast<RunConfig&>(c))); }};
+}
+
+constexpr int64_t kBig = int64_t(1) << 40;
+
+#define FIELD_ACCESS(type, member) +[](RunConfig& c) -> type& { return c.member; }
+
+const std::vector<Field>& fields() {
+  static const std::vector<Field> table = {
+      text_field("model.family", "architecture", FIELD_ACCESS(std::string, model.family),
+                 {"bert", "opt", "vit"}),
+      integer_field("model.layers", "transformer blocks", FIELD_ACCESS(int64_t, model.layers), 1,
+                    256),
+      integer_field("model.hidden", "model width d", FIELD_ACCESS(int64_t, model.hidden), 1, 1 << 16),
+      integer_field("model.heads", "attention heads H (d must be divisible by H)",
+                    FIELD_ACCESS(int64_t, model.heads), 1, 1024),
+      integer_field("model.ffn", "feed-forward width", FIELD_ACCESS(int64_t, model.ffn), 1, 1 << 18),
+      integer_field("model.vocab_size", "tokenizer / embedding vocabulary size",
+                    FIELD_ACCESS(int64_t, model.vocab_size), 16, 1 << 20),
+      integer_field("model.max_length", "sequence length T (text models)",
+                    FIELD_ACCESS(int64_t, model.max_length), 2, 1 << 16),
+      real_field("model.layer_norm_eps", "LayerNorm epsilon",
+                 FIELD_ACCESS(double, model.layer_norm_eps), 0.0, 1.0),
+      real_field("model.hidden_dropout", "dropout on residual branches and embeddings",
+                 FIELD_ACCESS(double, model.hidden_dropout), 0.0, 0.99),
+      real_field("model.attention_dropout", "dropout on attention probabilities (after clipping)",
+                 FIELD_ACCESS(double, model.attention_dropout), 0.0, 0.99),
+      real_field("model.init_std", "std of the normal init of embeddings and dense layers",
+                 FIELD_ACCESS(double, model.init_std), 0.0, 10.0),
+      text_field("model.softmax", "attention softmax", FIELD_ACCESS(std::string, model.softmax),
+                 {"vanilla", "clipped"}),
+      real_field("model.gamma", "clipped softmax gamma (<= 0)", FIELD_ACCESS(double, model.gamma),
+                 -10.0, 0.0),
+      real_field("model.zeta", "clipped softmax zeta (>= 1)", FIELD_ACCESS(double, model.zeta), 1.0,
+                 10.0),
+      real_field("model.alpha", "if > 0: gamma = -alpha / max_length, zeta = 1 (clipped)",
+                 FIELD_ACCESS(double, model.alpha), 0.0, 1e6),
+      text_field("model.gate", "gated attention variant", FIELD_ACCESS(std::string, model.gate),
+                 {"none", "linear", "mlp", "all-heads-linear", "unconditional",
+                  "conditional-per-head"}),
+      real_field("model.gate_pi_init", "initial gate probability (bias = logit(pi))",
+                 FIELD_ACCESS(double, model.gate_pi_init), 1e-6, 1.0 - 1e-6),
+      integer_field("model.gate_mlp_hidden", "MLP gate hidden width (0: d_head / 4)",
+                    FIELD_ACCESS(int64_t, model.gate_mlp_hidden), 0, 1 << 16),
+      integer_field("model.image_size", "ViT input height = width",
+                    FIELD_ACCESS(int64_t, model.image_size), 1, 4096),
+      integer_field("model.channels", "ViT input channels", FIELD_ACCESS(int64_t, model.channels),
+                    1, 16),
+      integer_field("model.patch_size", "ViT patch size (divides image_size)",
+                    FIELD_ACCESS(int64_t, model.patch_size), 1, 4096),
+      integer_field("model.num_classes", "ViT classes", FIELD_ACCESS(int64_t, model.num_classes), 2,
+                    1 << 20),
+      bool_field("model.patch_layer_norm", "ViT: LayerNorm after the patch embedding",
+                 FIELD_ACCESS(bool, model.patch_layer_norm)),
+      integer_field("train.steps", "optimizer steps", FIELD_ACCESS(int64_t, train.steps), 1, kBig),
+      integer_field("train.batch_size", "global batch size (split across MPI ranks)",
+                    FIELD_ACCESS(int64_t, train.batch_size), 1, 1 << 20),
+      integer_field("train.accumulation", "micro-batches per optimizer step",
+                    FIELD_ACCESS(int64_t, train.accumulation), 1, 1 << 16),
+      real_field("train.lr", "peak learning rate", FIELD_ACCESS(double, train.lr), 0.0, 10.0),
+      text_field("train.schedule", "learning-rate schedule",
+                 FIELD_ACCESS(std::string, train.schedule), {"linear", "cosine", "constant"}),
+      real_field("train.warmup_fraction", "linear warm-up, as a fraction of steps",
+                 FIELD_ACCESS(double, train.warmup_fraction), 0.0, 1.0),
+      real_field("train.min_lr_ratio", "final / floor learning rate as a fraction of lr",
+                 FIELD_ACCESS(double, train.min_lr_ratio), 0.0, 1.0),
+      real_field("train.weight_decay", "AdamW decoupled weight decay",
+                 FIELD_ACCESS(double, train.weight_decay), 0.0, 10.0),
+      bool_field("train.weight_decay_layer_norm", "also decay LayerNorm gamma (paper-spec §6.2)",
+                 FIELD_ACCESS(bool, train.weight_decay_layer_norm)),
+      real_field("train.beta1", "AdamW beta1", FIELD_ACCESS(double, train.beta1), 0.0, 0.999999),
+      real_field("train.beta2", "AdamW beta2", FIELD_ACCESS(double, train.beta2), 0.0, 0.999999),
+      real_field("train.eps", "AdamW epsilon", FIELD_ACCESS(double, train.eps), 0.0, 1.0),
+      real_field("train.clip_norm", "global gradient-norm clipping (0: off)",
+                 FIELD_ACCESS(double, train.clip_norm), 0.0, 1e6),
+      real_field("train.label_smoothing", "cross-entropy label smoothing",
+                 FIELD_ACCESS(double, train.label_smoothing), 0.0, 0.99),
+      seed_field("train.seed", "seed for init, data order, masking and dropout",
+                 FIELD_ACCESS(uint64_t, train.seed)),
+      integer_field("train.log_every", "steps between progress lines / metrics.jsonl rows",
+                    FIELD_ACCESS(int64_t, train.log_every), 1, kBig),
+      integer_field("train.eval_every", "steps between validations",
+                    FIELD_ACCESS(int64_t, train.eval_every), 1, kBig),
+      integer_field("train.eval_batches", "validation batches per evaluation",
+                    FIELD_ACCESS(int64_t, train.eval_batches), 1, kBig),
+      integer_field("train.checkpoint_every", "steps between checkpoints",
+                    FIELD_ACCESS(int64_t, train.checkpoint_every), 1, kBig),
+      text_field("train.run_dir", "directory for config, metrics and checkpoints",
+                 FIELD_ACCESS(std::string, train.run_dir), {}),
+      text_field("data.dir", "dataset directory (tools/fetch_data.sh)",
+                 FIELD_ACCESS(std::string, data.dir), {}),
+      text_field("data.dataset", "dataset", FIELD_ACCESS(std::string, data.dataset),
+                 {"text", "mnist", "fashion-mnist"}),
+      real_field("data.mlm_probability", "BERT: fraction of tokens selected for MLM",
+                 FIELD_ACCESS(double, data.mlm_probability), 0.0, 1.0),
+      bool_field("data.augment", "ViT: random crop (+ flip on fashion-mnist)",
+                 FIELD_ACCESS(bool, data.augment)),
+  };
+  return table;
+}
+
+#undef FIELD_ACCESS
+
+// Levenshtein distance, to suggest the key the user probably meant.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+const Field& find_field(const std::string& key) {
+  for (const Field& f : fields())
+    if (f.key == key) return f;
+  std::vector<std::pair<size_t, std::string>> ranked;
+  for (const Field& f : fields()) ranked.emplace_back(edit_distance(key, f.key), f.key);
+  std::sort(ranked.begin(), ranked.end());
+  std::vector<std::string> close;
+  for (size_t i = 0; i < ranked.size() && i < 3; ++i) close.push_back(ranked[i].second);
+  fail("config: unknown key '{}' (closest: {}; `qtlab pretrain --help-config` lists all)", key,
+       fmt::join(close, ", "));
+}
+
+// The text of --set as JSON of the field's type: numbers and booleans parse, anything else is a
+// string. Integers must be written as integers ("3", not "3.0").
+json parse_text_value(const std::string& text) {
+  if (text == "true") return true;
+  if (text == "false") return false;
+  int64_t integer = 0;
+  const char* end = text.data() + text.size();
+  if (auto [p, ec] = std::from_chars(text.data(), end, integer); ec == std::errc() && p == end)
+    return integer;
+  double real = 0;
+  if (auto [p, ec] = std::from_chars(text.data(), end, real); ec == std::errc() && p == end)
+    return real;
+  return text;
+}
+
+void flatten(const json& object, const std::string& prefix,
+             std::vector<std::pair<std::string, json>>& out) {
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    const std::string key = prefix.empty() ? it.key() : prefix + "." + it.key();
+    if (it.value().is_object()) {
+      flatten(it.value(), key, out);
+    } else {
+      out.emplace_back(key, it.value());
+    }
+  }
+}
+
+}  // namespace
+
+RunConfig preset(const std::string& name) {
+  RunConfig c;
+  if (name == "bert-mini") return c;  // the defaults: 4 x 256, 4 heads, FFN 1024, T = 128
+  if (name == "bert-small") {
+    c.model.hidden = 512;
+    c.model.heads = 8;
+    c.model.ffn = 2048;
+    return c;
+  }
+  if (name == "opt-mini") {
+    // OPT conventions (paper-spec §3.2, §6.2): ReLU, pre-LN, attention dropout 0, LN eps 1e-5,
+    // init std 0.006, AdamW betas (0.9, 0.95), weight decay 0.1.
+    c.model.family = "opt";
+    c.model.layer_norm_eps = 1e-5;
+    c.model.attention_dropout = 0.0;
+    c.model.init_std = 0.006;
+    c.train.beta2 = 0.95;
+    c.train.weight_decay = 0.1;
+    c.train.lr = 1e-3;
+    c.train.run_dir = "runs/opt-mini";
+    return c;
+  }
+  if (name == "vit-tiny") {
+    // A small pre-LN ViT for 28x28 MNIST-like images: 4x4 patches -> 49 tokens + CLS.
+    c.model.family = "vit";
+    c.model.layers = 6;
+    c.model.hidden = 192;
+    c.model.heads = 3;
+    c.model.ffn = 768;
+    c.model.layer_norm_eps = 1e-6;
+    c.model.hidden_dropout = 0.0;
+    c.model.attention_dropout = 0.0;
+    c.data.dataset = "mnist";
+    c.train.steps = 3000;
+    c.train.batch_size = 128;
+    c.train.schedule = "cosine";
+    c.train.min_lr_ratio = 0.01;
+    c.train.weight_decay = 0.03;
+    c.train.label_smoothing = 0.1;
+    c.train.run_dir = "runs/vit-tiny";
+    return c;
+  }
+  fail("config: unknown preset '{}' (known: {})", name, fmt::join(preset_names(), ", "));
+}
+
+std::vector<std::string> preset_names() { return {"bert-mini", "bert-small", "opt-mini", "vit-tiny"}; }
+
+void set_value(RunConfig& config, const std::string& key, const std::string& value) {
+  const Field& field = find_field(key);
+  json parsed = parse_text_value(value);
+  // A string-typed field gets the text itself, even if it looks like a number ("run_dir=2").
+  if (field.get(config).is_string()) parsed = value;
+  field.set(config, parsed);
+}
+
+void set_assignment(RunConfig& config, const std::string& assignment) {
+  const size_t equals = assignment.find('=');
+  QT_CHECK(equals != std::string::npos && equals > 0,
+           "config: --set '{}' is not of the form key=value", assignment);
+  set_value(config, assignment.substr(0, equals), assignment.substr(equals + 1));
+}
+
+void apply_json(RunConfig& config, const nlohmann::json& object) {
+  QT_CHECK(object.is_object(), "config: expected a JSON object, got {}", object.type_name());
+  std::vector<std::pair<std::string, json>> entries;
+  flatten(object, "", entries);
+  for (const auto& [key, value] : entries) {
+    const Field& field = find_field(key);
+    // Integers written as 3.0 in a file are accepted for integer fields.
+    if (field.get(config).is_number_integer() && value.is_number_float() &&
+        std::floor(value.get<double>()) == value.get<double>()) {
+      field.set(config, json(static_cast<int64_t>(value.get<double>())));
+    } else {
+      field.set(config, value);
+    }
+  }
+}
+
+RunConfig load_config_file(const std::string& path) {
+  std::ifstream in(path);
+  QT_CHECK(in.good(), "config: cannot open '{}'", path);
+  std::stringstream text;
+  text << in.rdbuf();
+  json object;
+  try {
+    object = json::parse(text.str());
+  } catch (const json::parse_error& e) {
+    fail("config: '{}' is not valid JSON: {}", path, e.what());
+  }
+  QT_CHECK(object.is_object(), "config: '{}' must hold a JSON object", path);
+  RunConfig config;
+  if (object.contains("preset")) {
+    QT_CHECK(object["preset"].is_string(), "config: '{}': preset must be a string", path);
+    config = preset(object["preset"].get<std::string>());
+    object.erase("preset");
+  }
+  try {
+    apply_json(config, object);
+  } catch (const Error& e) {
+    fail("{} (in '{}')", e.what(), path);
+  }
+  return config;
+}
+
+void validate(const RunConfig& c) {
+  const ModelConfig& m = c.model;
+  QT_CHECK(m.hidden % m.heads == 0, "config: model.hidden = {} is not divisible by model.heads = {}",
+           m.hidden, m.heads);
+  if (m.family == "vit") {
+    QT_CHECK(m.image_size % m.patch_size == 0,
+             "config: model.patch_size = {} does not divide model.image_size = {}", m.patch_size,
+             m.image_size);
+    QT_CHECK(c.data.dataset != "text", "config: model.family = vit needs data.dataset = mnist or "
+                                       "fashion-mnist, not text");
+  } else {
+    QT_CHECK(c.data.dataset == "text", "config: model.family = {} needs data.dataset = text, not {}",
+             m.family, c.data.dataset);
+  }
+  if (m.gate == "mlp" && m.gate_mlp_hidden == 0)
+    QT_CHECK(m.hidden / m.heads >= 4,
+             "config: model.gate = mlp with d_head = {} < 4 needs model.gate_mlp_hidden > 0",
+             m.hidden / m.heads);
+  QT_CHECK(c.train.batch_size % c.train.accumulation == 0,
+           "config: train.batch_size = {} is not divisible by train.accumulation = {}",
+           c.train.batch_size, c.train.accumulation);
+}
+
+nlohmann::json to_json(const RunConfig& config) {
+  json out = json::object();
+  for (const Field& f : fields()) {
+    std::string pointer = "/" + f.key;  // "model.hidden" -> "/model/hidden"
+    std::replace(pointer.begin(), pointer.end(), '.', '/');
+    out[json::json_pointer(pointer)] = f.get(config);
+  }
+  return out;
+}
+
+RunConfig from_json(const nlohmann::json& json) {
+  RunConfig config;
+  apply_json(config, json);
+  return config;
+}
+
+std::vector<std::pair<std::string, std::string>> config_keys() {
+  std::vector<std::pair<std::string, std::string>> out;
+  RunConfig defaults;
+  for (const Field& f : fields())
+    out.emplace_back(f.key, fmt::format("{} (default {})", f.help, f.get(defaults).dump()));
+  return out;
+}
+
+}  // namespace qt::models

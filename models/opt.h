@@ -1,0 +1,36 @@
+// OPT, a pre-LN decoder for causal language modelling (paper-spec §3.2):
+//
+//   h0 = E_tok[ids] + E_pos[pos + 2]              (learned positions with OPT's offset of 2)
+//   h_l = TransformerBlock_l(h_{l-1})            (pre-LN, causal attention, ReLU FFN)
+//   logits = LN_final(h_L) E_tok^T               (tied, no bias)
+//
+// Labels come from data/ already shifted (label at t = token at t+1, -100 at the end), so the
+// loss is a plain cross-entropy over the labelled positions.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "models/model.h"
+#include "nn/embedding.h"
+#include "nn/layer_norm.h"
+
+namespace qt::models {
+
+class Opt : public Model {
+ public:
+  Opt(const ModelConfig& config, uint64_t seed);
+
+  Tensor loss(const Batch& batch, double label_smoothing = 0.0) const override;
+  Tensor logits(const Batch& batch) const override;
+  Tensor decode(const Tensor& input_ids) const;  // LN_final(h_L) [B, T, d]
+
+  static constexpr int64_t kPositionOffset = 2;
+
+  std::shared_ptr<nn::Embedding> token_embeddings, position_embeddings;
+  std::shared_ptr<nn::Dropout> embedding_dropout;
+  std::vector<std::shared_ptr<nn::TransformerBlock>> layers;
+  std::shared_ptr<nn::LayerNorm> final_layer_norm;
+};
+
+}  // namespace qt::models

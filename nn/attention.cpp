@@ -1,0 +1,103 @@
+// Multi-head self-attention with clipped softmax and gating (formulas in attention.h): the
+// projections and the gate are ordinary modules; the part between them (scores -> mask ->
+// softmax -> clip -> dropout -> P V -> gate) is nn/attention_core.*.
+#include "nn/attention.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "autograd/functions.h"
+#include "nn/attention_core.h"
+#include "nn/attention_gate.h"
+#include "nn/clipped_softmax.h"
+
+namespace qt::nn {
+
+SoftmaxKind parse_softmax_kind(const std::string& name) {
+  if (name == "vanilla") return SoftmaxKind::vanilla;
+  if (name == "clipped") return SoftmaxKind::clipped;
+  fail("attention: unknown softmax kind '{}' (expected vanilla or clipped)", name);
+}
+
+GateKind parse_gate_kind(const std::string& name) {
+  if (name == "none") return GateKind::none;
+  if (name == "linear") return GateKind::linear_per_head;
+  if (name == "mlp") return GateKind::mlp_per_head;
+  if (name == "all-heads-linear") return GateKind::all_heads_linear;
+  if (name == "unconditional") return GateKind::unconditional_per_head;
+  if (name == "conditional-per-head") return GateKind::conditional_per_head;
+  fail(
+      "attention: unknown gate kind '{}' (expected none, linear, mlp, all-heads-linear, "
+      "unconditional or conditional-per-head)",
+      name);
+}
+
+Attention::Attention(const AttentionOptions& options_, std::shared_ptr<DropoutState> dropout_state_,
+                     InitRng& rng)
+    : options(options_), dropout_state(std::move(dropout_state_)) {
+  QT_CHECK(options.hidden > 0 && options.heads > 0 && options.hidden % options.heads == 0,
+           "Attention: hidden size {} is not divisible by heads = {}", options.hidden,
+           options.heads);
+  QT_CHECK(options.probability_dropout >= 0.0f && options.probability_dropout < 1.0f,
+           "Attention: probability_dropout {} is outside [0, 1)", options.probability_dropout);
+  QT_CHECK(options.probability_dropout == 0.0f || dropout_state != nullptr,
+           "Attention: probability_dropout {} needs a DropoutState", options.probability_dropout);
+  if (options.alpha != 0.0) {
+    QT_CHECK(options.alpha > 0.0 && options.max_length > 0,
+             "Attention: alpha = {} with max_length = {} (alpha must be > 0 and max_length > 0)",
+             options.alpha, options.max_length);
+  } else if (options.softmax == SoftmaxKind::clipped) {
+    check_clip_range(options.gamma, options.zeta, "Attention");
+  }
+  // Children in the reference repo's order (query, key, value, then the gate `alpha`), with the
+  // output projection before the gate (see attention.h for the full name list).
+  query =
+      register_module("query", std::make_shared<Linear>(options.hidden, options.hidden, true, rng));
+  key = register_module("key", std::make_shared<Linear>(options.hidden, options.hidden, true, rng));
+  value =
+      register_module("value", std::make_shared<Linear>(options.hidden, options.hidden, true, rng));
+  output = register_module("output",
+                           std::make_shared<Linear>(options.hidden, options.hidden, true, rng));
+  if (options.gate != GateKind::none)
+    gate = register_module("gate", std::make_shared<AttentionGate>(
+                                       options.gate, options.hidden, options.heads,
+                                       options.gate_pi_init, options.gate_mlp_hidden, rng));
+}
+
+// The alpha override (spec §1.3): gamma = -alpha / max_length, zeta = 1, ignoring `softmax`.
+double Attention::gamma() const {
+  if (options.alpha > 0.0) return -options.alpha / static_cast<double>(options.max_length);
+  return options.softmax == SoftmaxKind::clipped ? options.gamma : 0.0;
+}
+
+double Attention::zeta() const {
+  if (options.alpha > 0.0) return 1.0;
+  return options.softmax == SoftmaxKind::clipped ? options.zeta : 1.0;
+}
+
+Tensor Attention::forward(const Tensor& x, const Tensor& key_padding_mask) const {
+  check_defined(x, "Attention");
+  QT_CHECK(x.dim() == 3 && x.shape()[2] == options.hidden,
+           "Attention: input must be [B, T, {}], got {}", options.hidden, shape_str(x.shape()));
+  AttentionCoreOptions core;
+  core.heads = options.heads;
+  core.clipped = options.alpha > 0.0 || options.softmax == SoftmaxKind::clipped;
+  core.gamma = gamma();
+  core.zeta = zeta();
+  core.causal = options.causal;
+  if (is_training() && options.probability_dropout > 0.0f) {
+    core.dropout = options.probability_dropout;
+    core.dropout_seed = dropout_state->seed;
+    core.dropout_stream = dropout_stream(options.dropout_layer_id, dropout_state->step);
+  }
+  const Tensor q = query->forward(x), k = key->forward(x), v = value->forward(x);
+  // The gate reads the same x as the projections; pi [B, T, H].
+  Tensor pi;
+  if (gate) pi = std::static_pointer_cast<AttentionGate>(gate)->forward(x);
+  const Tensor context = options.fused
+                             ? attention_core(q, k, v, pi, key_padding_mask, core)
+                             : attention_core_composed(q, k, v, pi, key_padding_mask, core);
+  return output->forward(context);
+}
+
+}  // namespace qt::nn

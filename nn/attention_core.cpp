@@ -1,0 +1,523 @@
+// The attention core: fused forward + hand-written backward, and the composed reference
+// (formulas in attention_core.h).
+//
+// Fused kernel organisation. The B*H (batch, head) blocks are independent: each is processed by
+// one thread from start to end while its T x T score block is hot in cache:
+//   forward  : S = scale * Q_h K_h^T (GEMM into the block's slot of P), mask, softmax in place
+//              (P is kept for the backward), Y~ = dropout(clip(P)) into per-thread scratch,
+//              O_h = Y~ V_h (GEMM written straight into the [B, T, d] output), gate.
+//   backward : dO = gate * dC, Y~ recomputed from P, dV_h = Y~^T dO (GEMM), dY~ = dO V_h^T (GEMM
+//              into the same scratch), dS in place, dQ_h = scale * dS K_h, dK_h = scale * dS^T Q_h.
+// Each block writes a disjoint column slice of the [B, T, d] outputs, so there are no races and
+// no reductions across threads: the result is bit-identical for any thread count. Scratch is one
+// T x T (+ T x d_h) buffer per thread, allocated once before the parallel loop. GEMMs called
+// inside the parallel region run single-threaded (OpenBLAS, OpenMP build).
+#include "nn/attention_core.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "autograd/functions.h"
+#include "nn/clipped_softmax.h"
+#include "nn/dropout.h"
+#include "tensor/blas/gemm.h"
+#include "tensor/ops.h"
+#include "tensor/threads.h"
+
+namespace qt::nn {
+
+namespace {
+
+using blas::Trans;
+
+// Blocks smaller than this much GEMM work (multiply-adds) in total stay single-threaded.
+constexpr int64_t kParallelThreshold = 1 << 16;
+constexpr int kLanes = 8;  // independent accumulators in row reductions (vector lanes)
+
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  blas::sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+          int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  blas::dgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// e^t for f32 without branches, so that the softmax loop vectorizes (std::exp is an opaque call).
+// The same Cephes scheme as tensor/softmax.cpp (which keeps its copy private):
+//   n = round(t / ln2), r = t - n ln2 (ln2 split in two for an exact product),
+//   e^r ~ 1 + r + r^2 p(r) (p of degree 5), e^t = e^r 2^n with 2^n built in the exponent bits.
+// Within 1.5 ulp of the exact value; t < -86.98 (including -inf) gives 0, t > 88.8 gives +inf.
+uint32_t bits_of(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  return b;
+}
+float float_of(uint32_t b) {
+  float v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+uint32_t mask_if(bool condition) {
+  return 0u - static_cast<uint32_t>(condition);
+}
+float exp_f32(float t) {
+  constexpr float kLowest = -86.98f, kHighest = 88.8f;
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2High = 0.693359375f, kLn2Low = -2.12194440e-4f;
+  constexpr float kShifter = 12582912.0f + 126.0f;  // 1.5 * 2^23 + (exponent bias - 1)
+  const uint32_t t_bits = bits_of(t);
+  // Range tests on the bit patterns (negative floats grow as unsigned integers with magnitude).
+  const uint32_t too_low = mask_if(t_bits > bits_of(kLowest)) & mask_if(t_bits <= 0xFF800000u);
+  const uint32_t too_high = mask_if(t_bits > bits_of(kHighest)) & mask_if(t_bits <= 0x7F800000u);
+  const float clamped = float_of((t_bits & ~(too_low | too_high)) | (bits_of(kLowest) & too_low) |
+                                 (bits_of(kHighest) & too_high));
+  const float shifted = clamped * kLog2e + kShifter;
+  const float n = shifted - kShifter;
+  const float r = (clamped - n * kLn2High) - n * kLn2Low;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float exp_r = p * (r * r) + r + 1.0f;
+  const float half_scale = float_of(bits_of(shifted) << 23);  // 2^(n-1)
+  return float_of(bits_of(exp_r * half_scale * 2.0f) & ~too_low);
+}
+float exp_of(float t) {
+  return exp_f32(t);
+}
+double exp_of(double t) {
+  return std::exp(t);
+}
+
+// sum_i a_i (b == nullptr) or sum_i a_i b_i in double, kLanes accumulators merged in fixed order.
+template <typename T>
+double row_sum(const T* a, const T* b, int64_t n) {
+  double lanes[kLanes] = {};
+  int64_t i = 0;
+  if (b == nullptr) {
+    for (; i + kLanes <= n; i += kLanes)
+      for (int k = 0; k < kLanes; ++k) lanes[k] += static_cast<double>(a[i + k]);
+    for (; i < n; ++i) lanes[0] += static_cast<double>(a[i]);
+  } else {
+    for (; i + kLanes <= n; i += kLanes)
+      for (int k = 0; k < kLanes; ++k)
+        lanes[k] += static_cast<double>(a[i + k]) * static_cast<double>(b[i + k]);
+    for (; i < n; ++i) lanes[0] += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  }
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+         ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+template <typename T>
+T row_max(const T* x, int64_t n) {
+  T lanes[kLanes];
+  for (T& lane : lanes) lane = -std::numeric_limits<T>::infinity();
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) lanes[k] = x[i + k] > lanes[k] ? x[i + k] : lanes[k];
+  for (; i < n; ++i) lanes[0] = x[i] > lanes[0] ? x[i] : lanes[0];
+  T m = lanes[0];
+  for (int k = 1; k < kLanes; ++k) m = lanes[k] > m ? lanes[k] : m;
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shapes and per-call constants shared by forward and backward.
+struct Geometry {
+  int64_t batch, length, hidden, heads, head_dim;
+};
+
+struct Validated {
+  Geometry g;
+  Tensor q, k, v, gate;         // contiguous
+  std::vector<uint8_t> key_ok;  // [B * T]: 1 = real token (all 1 without a padding mask)
+  bool has_padding = false;
+};
+
+Validated validate(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gate,
+                   const Tensor& key_padding_mask, const AttentionCoreOptions& options,
+                   const char* op) {
+  for (const Tensor* t : {&q, &k, &v}) {
+    check_defined(*t, op);
+    check_floating(*t, op);
+  }
+  check_same_dtype(q, k, op);
+  check_same_dtype(q, v, op);
+  QT_CHECK(q.dim() == 3, "{}: q must be [B, T, d], got {}", op, shape_str(q.shape()));
+  QT_CHECK(k.shape() == q.shape() && v.shape() == q.shape(),
+           "{}: q, k, v shapes differ: {}, {}, {}", op, shape_str(q.shape()), shape_str(k.shape()),
+           shape_str(v.shape()));
+  const int64_t heads = options.heads;
+  QT_CHECK(heads >= 1 && q.shape()[2] % heads == 0,
+           "{}: hidden size {} is not divisible by heads = {}", op, q.shape()[2], heads);
+  if (options.clipped) check_clip_range(options.gamma, options.zeta, op);
+  QT_CHECK(options.dropout >= 0.0f && options.dropout < 1.0f,
+           "{}: dropout probability {} is outside [0, 1)", op, options.dropout);
+  Validated out;
+  out.g = {q.shape()[0], q.shape()[1], q.shape()[2], heads, q.shape()[2] / heads};
+  out.q = ops::contiguous(q);
+  out.k = ops::contiguous(k);
+  out.v = ops::contiguous(v);
+  if (gate.defined()) {
+    check_same_dtype(q, gate, op);
+    const Shape expected = {out.g.batch, out.g.length, heads};
+    QT_CHECK(gate.shape() == expected, "{}: gate must be [B, T, H] = {}, got {}", op,
+             shape_str(expected), shape_str(gate.shape()));
+    out.gate = ops::contiguous(gate);
+  }
+  out.key_ok.assign(out.g.batch * out.g.length, 1);
+  if (key_padding_mask.defined()) {
+    const Shape expected = {out.g.batch, out.g.length};
+    QT_CHECK(key_padding_mask.shape() == expected,
+             "{}: key_padding_mask must be [B, T] = {}, got {}", op, shape_str(expected),
+             shape_str(key_padding_mask.shape()));
+    const DType dt = key_padding_mask.dtype();
+    QT_CHECK(dt == DType::u8 || dt == DType::i32 || dt == DType::i64,
+             "{}: key_padding_mask must be u8, i32 or i64, got {}", op, dtype_name(dt));
+    const Tensor mask = ops::contiguous(key_padding_mask);
+    for (int64_t i = 0; i < mask.numel(); ++i) {
+      bool real = true;
+      if (dt == DType::u8) real = mask.data<uint8_t>()[i] != 0;
+      if (dt == DType::i32) real = mask.data<int32_t>()[i] != 0;
+      if (dt == DType::i64) real = mask.data<int64_t>()[i] != 0;
+      out.key_ok[i] = real ? 1 : 0;
+    }
+    out.has_padding = true;
+  }
+  return out;
+}
+
+// Is key j visible to query i? (key_ok points at the batch entry's T flags)
+inline bool visible(const uint8_t* key_ok, bool causal, int64_t i, int64_t j) {
+  return key_ok[j] != 0 && !(causal && j > i);
+}
+
+// The stored probabilities. P >= 0, so its sign bit is free: the forward pass stores -P (or -0)
+// where dropout dropped the entry. The backward pass reads the dropout mask back from the sign
+// instead of drawing the Philox numbers again, and the stored tensor stays the only T x T one.
+template <typename T>
+inline bool kept(T stored) {
+  return !std::signbit(stored);
+}
+template <typename T>
+inline T probability(T stored) {
+  return std::fabs(stored);
+}
+
+// y = clip((zeta - gamma) p + gamma, 0, 1) (or p itself when not clipped).
+template <typename T>
+inline T clipped_value(T p, T clip_scale, T gamma, bool clipped) {
+  if (!clipped) return p;
+  const T s = clip_stretch(p, clip_scale, gamma);
+  return s < T(0) ? T(0) : (s > T(1) ? T(1) : s);
+}
+
+// Forward, one (b, h) block of n = T * T probabilities: Y~ = dropout(clip(P)) into y, and the
+// dropped entries of P marked by their sign. `first_index` is the flat index of the block's first
+// element in [B, H, T, T] (the dropout counter); `keep` is n bytes of scratch for the mask, drawn
+// by nn::dropout_keep_mask (the vectorized form of nn::dropout_keep).
+template <typename T>
+void dropped_clipped_block(T* p, T* y, int64_t n, const AttentionCoreOptions& options,
+                           uint64_t first_index, uint8_t* keep) {
+  const T clip_scale = static_cast<T>(options.zeta - options.gamma);
+  const T gamma = static_cast<T>(options.gamma);
+  for (int64_t j = 0; j < n; ++j) y[j] = clipped_value(p[j], clip_scale, gamma, options.clipped);
+  if (options.dropout > 0.0f) {
+    dropout_keep_mask(options.dropout_seed, options.dropout_stream, first_index, n, options.dropout,
+                      keep);
+    // 1/(1-p) rounded once to T, as nn::dropout does.
+    const T keep_scale = static_cast<T>(1.0 / (1.0 - static_cast<double>(options.dropout)));
+    for (int64_t j = 0; j < n; ++j) {
+      y[j] = keep[j] ? y[j] * keep_scale : T(0);
+      p[j] = keep[j] ? p[j] : -p[j];
+    }
+  }
+}
+
+// Backward, one row: Y~ again, from the stored (sign-marked) P.
+template <typename T>
+void dropped_clipped_row_from_stored(const T* stored, T* y, int64_t n,
+                                     const AttentionCoreOptions& options) {
+  const T clip_scale = static_cast<T>(options.zeta - options.gamma);
+  const T gamma = static_cast<T>(options.gamma);
+  const T keep_scale = static_cast<T>(1.0 / (1.0 - static_cast<double>(options.dropout)));
+  const bool dropout = options.dropout > 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    const T value = clipped_value(probability(stored[j]), clip_scale, gamma, options.clipped);
+    y[j] = !dropout ? value : (kept(stored[j]) ? value * keep_scale : T(0));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward. Returns C [B, T, d]; fills P [B, H, T, T] and (when gated) the ungated O [B, T, d].
+template <typename T>
+Tensor fused_forward(const Validated& in, const AttentionCoreOptions& options, Tensor& P,
+                     Tensor& ungated) {
+  const Geometry& g = in.g;
+  const int64_t B = g.batch, L = g.length, d = g.hidden, H = g.heads, dh = g.head_dim;
+  const bool gated = in.gate.defined();
+  const bool transform = options.clipped || options.dropout > 0.0f;  // Y~ differs from P
+  P = Tensor::empty({B, H, L, L}, in.q.dtype());
+  Tensor C = Tensor::empty({B, L, d}, in.q.dtype());
+  if (gated) ungated = Tensor::empty({B, L, d}, in.q.dtype());
+  const T* q = in.q.data<T>();
+  const T* k = in.k.data<T>();
+  const T* v = in.v.data<T>();
+  const T* pi = gated ? in.gate.data<T>() : nullptr;
+  T* p_all = P.data<T>();
+  T* c = C.data<T>();
+  T* o = gated ? ungated.data<T>() : c;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
+  const T lowest = std::numeric_limits<T>::lowest();
+  const bool masked = options.causal || in.has_padding;
+  const uint8_t* key_ok = in.key_ok.data();
+
+  const int threads = num_threads();
+  // Per thread: the T x T block Y~ and, with dropout, its T x T keep mask.
+  std::vector<T> scratch(transform ? static_cast<size_t>(threads) * L * L : 0);
+  std::vector<uint8_t> keep_scratch(options.dropout > 0.0f ? static_cast<size_t>(threads) * L * L
+                                                           : 0);
+  const int64_t blocks = B * H;
+#pragma omp parallel for schedule(static) \
+    num_threads(threads) if (blocks * L * L * dh > kParallelThreshold)
+  for (int64_t bh = 0; bh < blocks; ++bh) {
+    const int64_t b = bh / H, h = bh % H;
+    const int64_t head_offset = b * L * d + h * dh;  // element (b, t=0, column h*dh)
+    T* p = p_all + bh * L * L;
+    // S = scale * Q_h K_h^T
+    gemm(Trans::no, Trans::yes, L, L, dh, scale, q + head_offset, d, k + head_offset, d, T(0), p,
+         L);
+    for (int64_t i = 0; i < L; ++i) {
+      T* row = p + i * L;
+      if (masked) {
+        const uint8_t* ok = key_ok + b * L;
+        for (int64_t j = 0; j < L; ++j)
+          row[j] = visible(ok, options.causal, i, j) ? row[j] : lowest;
+      }
+      // softmax in place: m = max, e_j = exp(s_j - m), p_j = e_j / sum e
+      const T m = row_max(row, L);
+      for (int64_t j = 0; j < L; ++j) row[j] = exp_of(row[j] - m);
+      const T inverse = static_cast<T>(1.0 / row_sum(row, static_cast<const T*>(nullptr), L));
+      for (int64_t j = 0; j < L; ++j) row[j] *= inverse;
+    }
+    const T* y = p;
+    if (transform) {
+      const size_t thread = static_cast<size_t>(omp_get_thread_num());
+      T* w = scratch.data() + thread * L * L;
+      uint8_t* keep = keep_scratch.empty() ? nullptr : keep_scratch.data() + thread * L * L;
+      dropped_clipped_block(p, w, L * L, options, static_cast<uint64_t>(bh * L * L), keep);
+      y = w;
+    }
+    // O_h = Y~ V_h, written into columns [h*dh, (h+1)*dh) of the [B, T, d] output
+    gemm(Trans::no, Trans::no, L, dh, L, T(1), y, L, v + head_offset, d, T(0), o + head_offset, d);
+    if (gated) {
+      for (int64_t t = 0; t < L; ++t) {
+        const T gate_value = pi[(b * L + t) * H + h];
+        const T* o_row = o + head_offset + t * d;
+        T* c_row = c + head_offset + t * d;
+        for (int64_t j = 0; j < dh; ++j) c_row[j] = gate_value * o_row[j];
+      }
+    }
+  }
+  return C;
+}
+
+// Backward: gradients of q, k, v, gate (undefined where not needed).
+template <typename T>
+std::vector<Tensor> fused_backward(const Validated& in, const AttentionCoreOptions& options,
+                                   const Tensor& P, const Tensor& ungated, const Tensor& grad_c,
+                                   const std::vector<bool>& needs) {
+  const Geometry& g = in.g;
+  const int64_t B = g.batch, L = g.length, d = g.hidden, H = g.heads, dh = g.head_dim;
+  const bool gated = in.gate.defined();
+  const bool transform = options.clipped || options.dropout > 0.0f;
+  const bool need_qk = needs[0] || needs[1];
+  const bool need_v = needs[2];
+  const bool need_gate = gated && needs[3];
+  const Tensor dc_tensor = ops::contiguous(grad_c);
+  std::vector<Tensor> grads(4);
+  // Each block writes its full column slice of dq / dk / dv, so empty() is fully overwritten.
+  if (need_qk) {
+    grads[0] = Tensor::empty({B, L, d}, in.q.dtype());
+    grads[1] = Tensor::empty({B, L, d}, in.q.dtype());
+  }
+  if (need_v) grads[2] = Tensor::empty({B, L, d}, in.q.dtype());
+  if (need_gate) grads[3] = Tensor::empty({B, L, H}, in.q.dtype());
+  const T* q = in.q.data<T>();
+  const T* k = in.k.data<T>();
+  const T* v = in.v.data<T>();
+  const T* pi = gated ? in.gate.data<T>() : nullptr;
+  const T* o = gated ? ungated.data<T>() : nullptr;
+  const T* p_all = P.data<T>();
+  const T* dc = dc_tensor.data<T>();
+  T* dq = need_qk ? grads[0].data<T>() : nullptr;
+  T* dk = need_qk ? grads[1].data<T>() : nullptr;
+  T* dv = need_v ? grads[2].data<T>() : nullptr;
+  T* dpi = need_gate ? grads[3].data<T>() : nullptr;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
+  const T clip_scale = static_cast<T>(options.zeta - options.gamma);
+  const T gamma = static_cast<T>(options.gamma);
+  const T keep_scale = static_cast<T>(1.0 / (1.0 - static_cast<double>(options.dropout)));
+  const bool masked = options.causal || in.has_padding;
+  const uint8_t* key_ok = in.key_ok.data();
+
+  const int threads = num_threads();
+  // Per thread: one T x T block (Y~, then dY~ -> dS) and one T x d_h block (dO when gated).
+  const size_t per_thread = static_cast<size_t>(L) * L + (gated ? static_cast<size_t>(L) * dh : 0);
+  std::vector<T> scratch(static_cast<size_t>(threads) * per_thread);
+  const int64_t blocks = B * H;
+#pragma omp parallel for schedule(static) \
+    num_threads(threads) if (blocks * L * L * dh > kParallelThreshold)
+  for (int64_t bh = 0; bh < blocks; ++bh) {
+    const int64_t b = bh / H, h = bh % H;
+    const int64_t head_offset = b * L * d + h * dh;
+    const T* p = p_all + bh * L * L;
+    T* block = scratch.data() + static_cast<size_t>(omp_get_thread_num()) * per_thread;
+    T* d_out = block + static_cast<size_t>(L) * L;  // dO scratch (gated only)
+
+    // Gate: dpi[t] = sum_j dC[t, j] O[t, j];  dO = pi * dC.
+    const T* d_o = dc + head_offset;
+    int64_t ld_do = d;
+    if (gated) {
+      for (int64_t t = 0; t < L; ++t) {
+        const T* dc_row = dc + head_offset + t * d;
+        const T* o_row = o + head_offset + t * d;
+        const T gate_value = pi[(b * L + t) * H + h];
+        if (need_gate) {
+          T total = 0;
+          for (int64_t j = 0; j < dh; ++j) total += dc_row[j] * o_row[j];
+          dpi[(b * L + t) * H + h] = total;
+        }
+        for (int64_t j = 0; j < dh; ++j) d_out[t * dh + j] = gate_value * dc_row[j];
+      }
+      d_o = d_out;
+      ld_do = dh;
+    }
+    if (!need_qk && !need_v) continue;
+
+    // dV_h = Y~^T dO, with Y~ recomputed from P.
+    if (need_v) {
+      const T* y = p;
+      if (transform) {
+        dropped_clipped_row_from_stored(p, block, L * L, options);
+        y = block;
+      }
+      gemm(Trans::yes, Trans::no, L, dh, L, T(1), y, L, d_o, ld_do, T(0), dv + head_offset, d);
+    }
+    if (!need_qk) continue;
+
+    // dY~ = dO V_h^T, then per row: undo dropout, clip mask, softmax backward.
+    T* ds = block;
+    gemm(Trans::no, Trans::yes, L, L, dh, T(1), d_o, ld_do, v + head_offset, d, T(0), ds, L);
+    for (int64_t i = 0; i < L; ++i) {
+      T* row = ds + i * L;
+      const T* stored_row = p + i * L;
+      // g^_j = (zeta - gamma) m_j keep_j / (1 - p_drop) dY~_j
+      if (options.dropout > 0.0f)
+        for (int64_t j = 0; j < L; ++j) row[j] = kept(stored_row[j]) ? row[j] * keep_scale : T(0);
+      if (options.clipped) {
+        for (int64_t j = 0; j < L; ++j) {
+          const T s = clip_stretch(probability(stored_row[j]), clip_scale, gamma);
+          row[j] = (s >= T(0) && s <= T(1)) ? clip_scale * row[j] : T(0);
+        }
+      }
+      // dS_j = p_j (g^_j - sum_i g^_i p_i)
+      double lanes[kLanes] = {};
+      int64_t j0 = 0;
+      for (; j0 + kLanes <= L; j0 += kLanes)
+        for (int k = 0; k < kLanes; ++k)
+          lanes[k] += static_cast<double>(row[j0 + k]) *
+                      static_cast<double>(probability(stored_row[j0 + k]));
+      for (; j0 < L; ++j0)
+        lanes[0] += static_cast<double>(row[j0]) * static_cast<double>(probability(stored_row[j0]));
+      const T dot = static_cast<T>(((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+                                   ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])));
+      for (int64_t j = 0; j < L; ++j) row[j] = probability(stored_row[j]) * (row[j] - dot);
+      if (masked) {  // masked scores are constants: no gradient (matters for all-masked rows)
+        const uint8_t* ok = key_ok + b * L;
+        for (int64_t j = 0; j < L; ++j) row[j] = visible(ok, options.causal, i, j) ? row[j] : T(0);
+      }
+    }
+    // dQ_h = scale * dS K_h;  dK_h = scale * dS^T Q_h
+    gemm(Trans::no, Trans::no, L, dh, L, scale, ds, L, k + head_offset, d, T(0), dq + head_offset,
+         d);
+    gemm(Trans::yes, Trans::no, L, dh, L, scale, ds, L, q + head_offset, d, T(0), dk + head_offset,
+         d);
+  }
+  return grads;
+}
+
+}  // namespace
+
+Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gate,
+                      const Tensor& key_padding_mask, const AttentionCoreOptions& options) {
+  auto in = std::make_shared<Validated>(
+      validate(q, k, v, gate, key_padding_mask, options, "attention_core"));
+  Tensor P, ungated, C;
+  if (in->q.dtype() == DType::f32)
+    C = fused_forward<float>(*in, options, P, ungated);
+  else
+    C = fused_forward<double>(*in, options, P, ungated);
+  if (!any_requires_grad({q, k, v, gate})) return C;
+  // The closure keeps the contiguous inputs (detached: the Node already holds the originals),
+  // P and the ungated output; nothing that refers back to C.
+  in->q = in->q.detach();
+  in->k = in->k.detach();
+  in->v = in->v.detach();
+  if (in->gate.defined()) in->gate = in->gate.detach();
+  return record(C, "attention_core", {q, k, v, gate},
+                [in, options, P, ungated](const Tensor& grad,
+                                          const std::vector<bool>& needs) -> std::vector<Tensor> {
+                  if (in->q.dtype() == DType::f32)
+                    return fused_backward<float>(*in, options, P, ungated, grad, needs);
+                  return fused_backward<double>(*in, options, P, ungated, grad, needs);
+                });
+}
+
+Tensor attention_core_composed(const Tensor& q, const Tensor& k, const Tensor& v,
+                               const Tensor& gate, const Tensor& key_padding_mask,
+                               const AttentionCoreOptions& options) {
+  const Validated in =
+      validate(q, k, v, gate, key_padding_mask, options, "attention_core_composed");
+  const Geometry& g = in.g;
+  const int64_t B = g.batch, L = g.length, d = g.hidden, H = g.heads, dh = g.head_dim;
+  // [B, T, d] -> [B, H, T, d_h]
+  auto split_heads = [&](const Tensor& t) {
+    return permute(reshape(t, {B, L, H, dh}), {0, 2, 1, 3});
+  };
+  const Tensor qh = split_heads(q), kh = split_heads(k), vh = split_heads(v);
+  // S = Q K^T / sqrt(d_h)   [B, H, T, T]
+  Tensor scores = mul(matmul(qh, transpose(kh, -1, -2)), 1.0 / std::sqrt(static_cast<double>(dh)));
+  if (options.causal || in.has_padding) {
+    // visible[b, 0, i, j] = key j is a real token and (not causal or j <= i)
+    std::vector<uint8_t> flags(B * L * L);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < L; ++i)
+        for (int64_t j = 0; j < L; ++j)
+          flags[(b * L + i) * L + j] = visible(in.key_ok.data() + b * L, options.causal, i, j);
+    const Tensor visible_mask = ops::from_vector(flags, {B, 1, L, L});
+    // Masked scores become the dtype's lowest value, as HF's additive dtype-min mask.
+    const double lowest = q.dtype() == DType::f32
+                              ? static_cast<double>(std::numeric_limits<float>::lowest())
+                              : std::numeric_limits<double>::lowest();
+    scores = where(visible_mask, scores, ops::full({1}, lowest, q.dtype()));
+  }
+  Tensor probs = options.clipped ? clipped_softmax(scores, options.gamma, options.zeta, -1)
+                                 : softmax(scores, -1);
+  if (options.dropout > 0.0f)
+    probs =
+        dropout(contiguous(probs), options.dropout, options.dropout_seed, options.dropout_stream);
+  Tensor out = matmul(probs, vh);                                               // [B, H, T, d_h]
+  if (gate.defined()) out = mul(out, unsqueeze(permute(gate, {0, 2, 1}), -1));  // pi [B, H, T, 1]
+  return reshape(permute(out, {0, 2, 1, 3}), {B, L, d});
+}
+
+}  // namespace qt::nn

@@ -1,0 +1,72 @@
+// The core of multi-head attention, between the Q/K/V projections and the output projection
+// (paper-spec §8.1 order of operations), for every head h of every batch entry b:
+//
+//   S   = Q_h K_h^T / sqrt(d_h)                      [T, T]
+//   S   = lowest float where the key is masked        (causal: key j > query i; padding: key j
+//                                                     is a padding token). As HF's additive
+//                                                     dtype-min mask: a masked key gets p = 0
+//                                                     exactly; a row whose keys are ALL masked
+//                                                     becomes uniform (all scores equal).
+//   P   = softmax(S)                                  (row-wise, along the keys)
+//   Y   = P  or  clip((zeta - gamma) P + gamma, 0, 1) (clipped softmax, nn/clipped_softmax.h)
+//   Y~  = Y * keep / (1 - p_drop)                     (attention-probability dropout AFTER the
+//                                                     clip; keep = nn::dropout_keep(seed, stream,
+//                                                     flat index into [B, H, T, T], p_drop))
+//   O_h = Y~ V_h                                      [T, d_h]
+//   C_h = pi_h * O_h                                  (gate probabilities, one per token and head)
+//
+// Layout: q, k, v and the result are [B, T, d] with head h in columns [h*d_h, (h+1)*d_h) (the
+// concatenated-heads layout the projections produce and the output projection consumes), so no
+// transposes are needed: every per-head block is a strided matrix with leading dimension d.
+//
+// Two implementations with the same contract:
+//   attention_core           fused: one pass per (b, h) block with a hand-written backward.
+//                            Threaded over B*H; per-thread T x T scratch. It stores P (before the
+//                            clip; [B, H, T, T]) and, when gated, the ungated O [B, T, d]; the
+//                            backward recomputes Y and the clip mask from P. The dropout mask is
+//                            kept in P's sign bit (P >= 0, so the bit is free: a dropped entry is
+//                            stored as -P), so it costs neither memory nor a second Philox pass.
+//   attention_core_composed  the same math from differentiable ops (matmul, softmax,
+//                            clipped_softmax, dropout, mul, ...): the readable reference the fused
+//                            one is tested against.
+//
+// Backward of the fused core, per (b, h) block, given dC = dL/dC:
+//   dpi[t]  = sum_j dC[t, j] O[t, j]                   (gate)
+//   dO      = pi * dC
+//   dV_h    = Y~^T dO
+//   dY~     = dO V_h^T
+//   dY      = dY~ * keep / (1 - p_drop)
+//   g^      = (zeta - gamma) * m * dY, m = [0 <= (zeta - gamma) P + gamma <= 1]   (clip)
+//   dS      = P * (g^ - rowsum(g^ * P)); dS = 0 at masked keys (masked scores are constants)
+//   dQ_h    = dS K_h / sqrt(d_h);  dK_h = dS^T Q_h / sqrt(d_h)
+#pragma once
+
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace qt::nn {
+
+struct AttentionCoreOptions {
+  int64_t heads = 1;
+  bool clipped = false;  // clipped softmax with (gamma, zeta); false: vanilla softmax
+  double gamma = 0.0;    // <= 0
+  double zeta = 1.0;     // >= 1
+  bool causal = false;   // query i attends to keys j <= i only
+  float dropout = 0.0f;  // attention-probability dropout (0: none; callers pass 0 in eval mode)
+  uint64_t dropout_seed = 0;
+  uint64_t dropout_stream = 0;
+};
+
+// q, k, v: [B, T, d] (f32 or f64, same dtype; d divisible by heads).
+// gate: undefined, or gate probabilities [B, T, H] (same dtype; any layout).
+// key_padding_mask: undefined, or [B, T] (u8 / i32 / i64; nonzero = real token, 0 = padding).
+// Returns C [B, T, d] (heads concatenated), differentiable w.r.t. q, k, v and gate.
+Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gate,
+                      const Tensor& key_padding_mask, const AttentionCoreOptions& options);
+
+Tensor attention_core_composed(const Tensor& q, const Tensor& k, const Tensor& v,
+                               const Tensor& gate, const Tensor& key_padding_mask,
+                               const AttentionCoreOptions& options);
+
+}  // namespace qt::nn

@@ -1,0 +1,83 @@
+// Clipped softmax: forward and hand-written backward (formulas in clipped_softmax.h).
+//
+// The softmax itself and its backward are the tested row kernels of tensor/softmax.h; this file
+// adds the stretch, the clip and the clip mask around them. One pass each for the stretch-and-clip
+// (forward) and for the masked, scaled upstream gradient (backward).
+#include "nn/clipped_softmax.h"
+
+#include <cmath>
+
+#include "autograd/functions.h"
+#include "tensor/ops.h"
+
+namespace qt::nn {
+
+namespace {
+
+// y = clip(s, 0, 1) with s = clip_stretch(p); p contiguous, y a fresh tensor of the same shape.
+template <typename T>
+Tensor stretch_and_clip(const Tensor& p, T scale, T gamma) {
+  Tensor y = Tensor::empty(p.shape(), p.dtype());
+  const T* p_data = p.data<T>();
+  T* y_data = y.data<T>();
+  const int64_t n = p.numel();
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) {
+    const T s = clip_stretch(p_data[i], scale, gamma);
+    y_data[i] = s < T(0) ? T(0) : (s > T(1) ? T(1) : s);
+  }
+  return y;
+}
+
+// g^ = (zeta - gamma) * m * g with m = [0 <= s <= 1] (the clamp passes its boundaries).
+template <typename T>
+Tensor masked_stretch_gradient(const Tensor& grad, const Tensor& p, T scale, T gamma) {
+  const Tensor g = ops::contiguous(grad);
+  Tensor out = Tensor::empty(p.shape(), p.dtype());
+  const T* g_data = g.data<T>();
+  const T* p_data = p.data<T>();
+  T* out_data = out.data<T>();
+  const int64_t n = p.numel();
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) {
+    const T s = clip_stretch(p_data[i], scale, gamma);
+    out_data[i] = (s >= T(0) && s <= T(1)) ? scale * g_data[i] : T(0);
+  }
+  return out;
+}
+
+}  // namespace
+
+void check_clip_range(double gamma, double zeta, const char* op) {
+  QT_CHECK(std::isfinite(gamma) && gamma <= 0.0,
+           "{}: gamma = {} (the clipped softmax needs a finite gamma <= 0)", op, gamma);
+  QT_CHECK(std::isfinite(zeta) && zeta >= 1.0,
+           "{}: zeta = {} (the clipped softmax needs a finite zeta >= 1)", op, zeta);
+}
+
+Tensor clipped_softmax(const Tensor& x, double gamma, double zeta, int64_t axis) {
+  check_defined(x, "clipped_softmax");
+  check_floating(x, "clipped_softmax");
+  check_clip_range(gamma, zeta, "clipped_softmax");
+  // p is kept (contiguous) for the backward: the clip mask and the softmax backward both need it.
+  const Tensor p = ops::contiguous(ops::softmax(x, axis));
+  Tensor y;
+  if (x.dtype() == DType::f32)
+    y = stretch_and_clip<float>(p, static_cast<float>(zeta - gamma), static_cast<float>(gamma));
+  else
+    y = stretch_and_clip<double>(p, zeta - gamma, gamma);
+  return record(
+      y, "clipped_softmax", {x},
+      [p, gamma, zeta, axis](const Tensor& grad, const std::vector<bool>&) -> std::vector<Tensor> {
+        Tensor stretched;
+        if (p.dtype() == DType::f32)
+          stretched = masked_stretch_gradient<float>(grad, p, static_cast<float>(zeta - gamma),
+                                                     static_cast<float>(gamma));
+        else
+          stretched = masked_stretch_gradient<double>(grad, p, zeta - gamma, gamma);
+        // dL/dx_j = p_j (g^_j - sum_i g^_i p_i)
+        return {ops::softmax_backward(stretched, p, axis)};
+      });
+}
+
+}  // namespace qt::nn

@@ -1,0 +1,38 @@
+// Clipped softmax (paper Eq. 4; paper-spec §1): a softmax that can output exact zeros (and ones).
+//
+//   p = softmax(x)                    along `axis`
+//   s = (zeta - gamma) * p + gamma     stretch (0, 1) to (gamma, zeta)
+//   y = clip(s, 0, 1)
+//
+// gamma <= 0 and zeta >= 1; gamma = 0, zeta = 1 is the plain softmax. With gamma < 0 every
+// probability below -gamma / (zeta - gamma) becomes exactly 0, so a head can attend to nothing
+// without pushing its logits to infinity. Rows are not renormalised (they may sum to less than 1).
+//
+// Backward (spec §1.2). With m_i = 1 where 0 <= s_i <= 1 (boundaries pass, as PyTorch's clamp)
+// and 0 where the clip is strictly active, and g = dL/dy:
+//   g^_i    = (zeta - gamma) * m_i * g_i
+//   dL/dx_j = p_j * (g^_j - sum_i g^_i p_i)          (the softmax backward applied to g^)
+// so clipped entries pass no gradient: the paper's reason why outliers stop growing.
+#pragma once
+
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace qt::nn {
+
+// Throws unless gamma <= 0 and zeta >= 1 (names the offending value); `op` prefixes the message.
+void check_clip_range(double gamma, double zeta, const char* op);
+
+// The stretch s = (zeta - gamma) * p + gamma, written once so that every user (this op, its
+// backward, the fused attention kernel) computes it by the same expression: the clip mask m of the
+// backward pass is then recomputed from p exactly as the forward pass saw it.
+template <typename T>
+inline T clip_stretch(T p, T scale, T gamma) {
+  return p * scale + gamma;
+}
+
+// Differentiable clipped softmax (f32 or f64, any rank, any axis).
+Tensor clipped_softmax(const Tensor& x, double gamma, double zeta, int64_t axis = -1);
+
+}  // namespace qt::nn

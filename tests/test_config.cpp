@@ -1,0 +1,126 @@
+#include <doctest/doctest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "models/config.h"
+#include "tensor/error.h"
+
+using namespace qt;
+using namespace qt::models;
+
+namespace {
+
+// The message of the qt::Error `f` throws ("" if it does not throw).
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const std::string path = std::string("/tmp/qtlab_test_config_") + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("config: presets have the documented shapes") {
+  const RunConfig bert = preset("bert-mini");
+  CHECK(bert.model.family == "bert");
+  CHECK(bert.model.layers == 4);
+  CHECK(bert.model.hidden == 256);
+  CHECK(bert.model.heads == 4);
+  const RunConfig opt = preset("opt-mini");
+  CHECK(opt.model.family == "opt");
+  CHECK(opt.train.beta2 == 0.95);
+  CHECK(opt.model.attention_dropout == 0.0);
+  CHECK(preset("vit-tiny").data.dataset == "mnist");
+  for (const std::string& name : preset_names()) CHECK_NOTHROW(validate(preset(name)));
+  CHECK(error_of([] { preset("bert-huge"); }).find("unknown preset 'bert-huge'") !=
+        std::string::npos);
+}
+
+TEST_CASE("config: --set parses by field type and rejects bad values naming the key") {
+  RunConfig c = preset("bert-mini");
+  set_assignment(c, "model.hidden=384");
+  set_assignment(c, "train.lr=2e-3");
+  set_assignment(c, "model.softmax=clipped");
+  set_assignment(c, "model.gamma=-0.025");
+  set_assignment(c, "train.weight_decay_layer_norm=true");
+  set_assignment(c, "train.run_dir=123");  // a string field keeps digits as text
+  CHECK(c.model.hidden == 384);
+  CHECK(c.train.lr == 2e-3);
+  CHECK(c.model.softmax == "clipped");
+  CHECK(c.model.gamma == -0.025);
+  CHECK(c.train.weight_decay_layer_norm);
+  CHECK(c.train.run_dir == "123");
+
+  const std::string unknown = error_of([&] { set_assignment(c, "model.hiden=3"); });
+  CHECK(unknown.find("unknown key 'model.hiden'") != std::string::npos);
+  CHECK(unknown.find("model.hidden") != std::string::npos);  // the suggestion
+  CHECK(error_of([&] { set_assignment(c, "model.hidden=3.5"); }).find("model.hidden") !=
+        std::string::npos);
+  CHECK(error_of([&] { set_assignment(c, "model.gamma=0.1"); }).find("model.gamma") !=
+        std::string::npos);
+  CHECK(error_of([&] { set_assignment(c, "model.gate=sometimes"); }).find("one of none") !=
+        std::string::npos);
+  CHECK(error_of([&] { set_assignment(c, "train.lr=fast"); }).find("train.lr") !=
+        std::string::npos);
+  CHECK(error_of([&] { set_assignment(c, "train.lr=nan"); }).find("train.lr") != std::string::npos);
+  CHECK(error_of([&] { set_assignment(c, "noequals"); }).find("key=value") != std::string::npos);
+  CHECK(c.model.hidden == 384);  // failed sets change nothing
+}
+
+TEST_CASE("config: JSON files, nested or dotted, strict about unknown keys") {
+  const std::string good = write_temp(
+      "good.json",
+      R"({"preset": "opt-mini", "model": {"layers": 2, "gate": "linear"}, "train.steps": 50.0})");
+  const RunConfig c = load_config_file(good);
+  CHECK(c.model.family == "opt");  // from the preset
+  CHECK(c.model.layers == 2);
+  CHECK(c.model.gate == "linear");
+  CHECK(c.train.steps == 50);
+
+  const std::string typo = write_temp("typo.json", R"({"model": {"layerz": 2}})");
+  const std::string message = error_of([&] { load_config_file(typo); });
+  CHECK(message.find("model.layerz") != std::string::npos);
+  CHECK(message.find(typo) != std::string::npos);
+  CHECK(error_of([&] { load_config_file(write_temp("bad.json", "{\"model\": ")); })
+            .find("not valid JSON") != std::string::npos);
+  CHECK(error_of([&] { load_config_file("/nonexistent/qtlab.json"); }).find("cannot open") !=
+        std::string::npos);
+  std::remove(good.c_str());
+  std::remove(typo.c_str());
+}
+
+TEST_CASE("config: to_json / from_json round-trips every key") {
+  RunConfig c = preset("vit-tiny");
+  set_assignment(c, "model.patch_layer_norm=true");
+  set_assignment(c, "train.seed=77");
+  const RunConfig back = from_json(to_json(c));
+  CHECK(to_json(back) == to_json(c));
+  CHECK(back.train.seed == 77);
+  CHECK(back.model.patch_layer_norm);
+  CHECK(to_json(c).size() == 3);  // model, train, data
+  CHECK(config_keys().size() == to_json(c)["model"].size() + to_json(c)["train"].size() +
+                                    to_json(c)["data"].size());
+}
+
+TEST_CASE("config: cross-field validation") {
+  RunConfig c = preset("bert-mini");
+  c.model.heads = 3;
+  CHECK(error_of([&] { validate(c); }).find("not divisible by model.heads") != std::string::npos);
+  RunConfig v = preset("vit-tiny");
+  v.model.patch_size = 5;
+  CHECK(error_of([&] { validate(v); }).find("does not divide") != std::string::npos);
+  RunConfig t = preset("bert-mini");
+  t.data.dataset = "mnist";
+  CHECK(error_of([&] { validate(t); }).find("needs data.dataset = text") != std::string::npos);
+}

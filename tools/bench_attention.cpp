@@ -1,0 +1,208 @@
+// `qtlab bench attention`: forward + backward time of the whole Attention module (Q/K/V/output
+// projections, gate, core), the fused core against the composed-ops reference, for vanilla
+// softmax, clipped softmax and gated attention.
+//
+// A last pair of rows times the core alone (attention_core vs attention_core_composed, vanilla, on
+// fixed q, k, v): the module rows also contain the four d x d projections, which cost the same in
+// both paths (4 x 3 GEMMs of 2*B*T*d*d FLOPs forward + backward, as much as the core's 6 GEMMs of
+// 2*B*T*T*d each when T = d).
+//
+// Method: as `bench gemm`: warm-up rounds first (every configuration once per round, at least
+// one round and 300 ms), then `repeats` rounds in which every configuration is timed once
+// (interleaved, so frequency or neighbour noise hits all of them alike). Reported: best and
+// median milliseconds per forward + backward, and the composed / fused ratio of both.
+// The module runs in train mode, so attention-probability dropout (--dropout) is on.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "autograd/functions.h"
+#include "nn/attention.h"
+#include "nn/attention_core.h"
+#include "tensor/error.h"
+#include "tensor/ops.h"
+#include "tensor/threads.h"
+#include "tools/bench.h"
+
+namespace {
+
+struct Options {
+  bool json = false;
+  int64_t batch = 32, seq = 128, heads = 4, hidden = 256;
+  int repeats = 4;
+  float dropout = 0.0f;
+  double gamma = -0.025;
+  int threads = 0;
+};
+
+struct Variant {
+  std::string name;  // "vanilla", "clipped", "gated" (whole module) or "core" (core only)
+  bool fused;
+  std::function<void()> step;  // one forward + backward
+  std::vector<double> ms;
+};
+
+struct Timing {
+  double best_ms = 0, median_ms = 0;
+};
+
+Timing summarize(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  return {ms.front(), ms[ms.size() / 2]};
+}
+
+template <typename F>
+double time_ms(F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  const auto t1 = std::chrono::steady_clock::now();
+  return std::chrono::duration<double, std::milli>(t1 - t0).count();
+}
+
+void run_bench_attention(const Options& opt) {
+  QT_CHECK(opt.repeats >= 1, "bench attention: --repeats {} (expected >= 1)", opt.repeats);
+  QT_CHECK(opt.batch >= 1 && opt.seq >= 1 && opt.heads >= 1 && opt.hidden >= 1,
+           "bench attention: sizes must be positive (batch {}, seq {}, heads {}, hidden {})",
+           opt.batch, opt.seq, opt.heads, opt.hidden);
+  if (opt.threads > 0) qt::set_num_threads(opt.threads);
+
+  auto state = std::make_shared<qt::nn::DropoutState>();
+  state->seed = 1;
+  const qt::Tensor x_value =
+      qt::ops::randn({opt.batch, opt.seq, opt.hidden}, 11, 0, qt::DType::f32);
+  const qt::Tensor upstream =
+      qt::ops::randn({opt.batch, opt.seq, opt.hidden}, 12, 0, qt::DType::f32);
+
+  std::vector<Variant> variants;
+  for (const std::string name : {"vanilla", "clipped", "gated"})
+    for (bool fused : {true, false}) {
+      qt::nn::AttentionOptions o;
+      o.hidden = opt.hidden;
+      o.heads = opt.heads;
+      o.max_length = opt.seq;
+      o.probability_dropout = opt.dropout;
+      o.fused = fused;
+      if (name == "clipped") {
+        o.softmax = qt::nn::SoftmaxKind::clipped;
+        o.gamma = opt.gamma;
+        o.zeta = 1.0;
+      }
+      if (name == "gated") o.gate = qt::nn::GateKind::linear_per_head;
+      qt::nn::InitRng rng{7, 0};
+      auto module = std::make_shared<qt::nn::Attention>(o, state, rng);
+      variants.push_back({name,
+                          fused,
+                          [module, &x_value, &upstream] {
+                            module->zero_grad();
+                            qt::Tensor x = qt::ops::clone(x_value);
+                            x.set_requires_grad(true);
+                            qt::backward(module->forward(x), upstream);
+                          },
+                          {}});
+    }
+  // The core alone (scores -> softmax -> dropout -> P V), vanilla, on fixed q, k, v.
+  std::vector<qt::Tensor> qkv;
+  for (uint64_t seed : {21, 22, 23}) {
+    qkv.push_back(qt::ops::randn({opt.batch, opt.seq, opt.hidden}, seed, 0, qt::DType::f32));
+    qkv.back().set_requires_grad(true);
+  }
+  for (bool fused : {true, false})
+    variants.push_back({"core",
+                        fused,
+                        [fused, &qkv, &upstream, &opt, state] {
+                          qt::nn::AttentionCoreOptions o;
+                          o.heads = opt.heads;
+                          o.dropout = opt.dropout;
+                          o.dropout_seed = state->seed;
+                          o.dropout_stream = state->step;
+                          for (const qt::Tensor& t : qkv) t.set_grad(qt::Tensor());
+                          const qt::Tensor c =
+                              fused ? qt::nn::attention_core(qkv[0], qkv[1], qkv[2], qt::Tensor(),
+                                                             qt::Tensor(), o)
+                                    : qt::nn::attention_core_composed(
+                                          qkv[0], qkv[1], qkv[2], qt::Tensor(), qt::Tensor(), o);
+                          qt::backward(c, upstream);
+                        },
+                        {}});
+
+  // Warm-up: at least one round and 300 ms.
+  double warm = 0;
+  for (int round = 0; round < 1 || warm < 300.0; ++round)
+    for (Variant& v : variants) warm += time_ms(v.step);
+  for (int round = 0; round < opt.repeats; ++round)
+    for (Variant& v : variants) {
+      state->step = static_cast<uint64_t>(round);  // fresh dropout masks every round
+      v.ms.push_back(time_ms(v.step));
+    }
+
+  struct Row {
+    std::string name;
+    Timing fused, composed;
+  };
+  std::vector<Row> rows;
+  for (size_t i = 0; i < variants.size(); i += 2)
+    rows.push_back({variants[i].name, summarize(variants[i].ms), summarize(variants[i + 1].ms)});
+
+  if (opt.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const Row& r : rows)
+      out.push_back({{"variant", r.name},
+                     {"batch", opt.batch},
+                     {"seq", opt.seq},
+                     {"heads", opt.heads},
+                     {"hidden", opt.hidden},
+                     {"dropout", opt.dropout},
+                     {"fused_ms", r.fused.best_ms},
+                     {"fused_ms_median", r.fused.median_ms},
+                     {"composed_ms", r.composed.best_ms},
+                     {"composed_ms_median", r.composed.median_ms},
+                     {"speedup", r.composed.best_ms / r.fused.best_ms},
+                     {"speedup_median", r.composed.median_ms / r.fused.median_ms},
+                     {"threads", qt::num_threads()}});
+    fmt::print("{}\n", out.dump(2));
+    return;
+  }
+  fmt::print(
+      "Attention forward + backward, B={} T={} H={} d={}, dropout {}, {} threads, best of {} "
+      "(median in parentheses), ms\n",
+      opt.batch, opt.seq, opt.heads, opt.hidden, opt.dropout, qt::num_threads(), opt.repeats);
+  fmt::print("{:<16} {:>20} {:>20} {:>20}\n", "variant", "fused", "composed", "composed/fused");
+  for (const Row& r : rows)
+    fmt::print("{:<16} {:>20} {:>20} {:>20}\n",
+               r.name == "core" ? std::string("core only") : "module " + r.name,
+               fmt::format("{:.2f} ({:.2f})", r.fused.best_ms, r.fused.median_ms),
+               fmt::format("{:.2f} ({:.2f})", r.composed.best_ms, r.composed.median_ms),
+               fmt::format("{:.2f}x ({:.2f}x)", r.composed.best_ms / r.fused.best_ms,
+                           r.composed.median_ms / r.fused.median_ms));
+  const Row& vanilla = rows[0];
+  fmt::print("fused clipped / vanilla: {:.2f}x   fused gated / vanilla: {:.2f}x\n",
+             rows[1].fused.best_ms / vanilla.fused.best_ms,
+             rows[2].fused.best_ms / vanilla.fused.best_ms);
+}
+
+}  // namespace
+
+void add_bench_attention(CLI::App* bench) {
+  auto opt = std::make_shared<Options>();
+  CLI::App* cmd = bench->add_subcommand(
+      "attention",
+      "Attention module forward+backward: fused core vs composed ops; vanilla, clipped, gated");
+  cmd->add_flag("--json", opt->json, "print one JSON list instead of the table");
+  cmd->add_option("--batch", opt->batch, "batch size B")->capture_default_str();
+  cmd->add_option("--seq", opt->seq, "sequence length T")->capture_default_str();
+  cmd->add_option("--heads", opt->heads, "attention heads H")->capture_default_str();
+  cmd->add_option("--hidden", opt->hidden, "model width d")->capture_default_str();
+  cmd->add_option("--repeats", opt->repeats, "timed rounds (after warm-up)")->capture_default_str();
+  cmd->add_option("--dropout", opt->dropout, "attention-probability dropout (train mode)")
+      ->capture_default_str();
+  cmd->add_option("--gamma", opt->gamma, "clipped softmax gamma (zeta = 1)")->capture_default_str();
+  cmd->add_option("--threads", opt->threads,
+                  "thread count (default: QTLAB_NUM_THREADS or all cores)");
+  cmd->callback([opt] { run_bench_attention(*opt); });
+}
