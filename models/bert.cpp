@@ -27,25 +27,24 @@ LabelledRows labelled_rows(const Tensor& labels) {
 
 Bert::Bert(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
   nn::InitRng rng{seed, 0};
-  word_embeddings = register_module(
-      "embeddings.word_embeddings", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden, rng));
-  position_embeddings = register_module(
-      "embeddings.position_embeddings",
-      std::make_shared<nn::Embedding>(c.max_length, c.hidden, rng));
+  word_embeddings = register_module("embeddings.word_embeddings",
+                                    std::make_shared<nn::Embedding>(c.vocab_size, c.hidden, rng));
+  position_embeddings =
+      register_module("embeddings.position_embeddings",
+                      std::make_shared<nn::Embedding>(c.max_length, c.hidden, rng));
   embedding_layer_norm = register_module(
       "embeddings.layer_norm", std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
   embedding_dropout = register_module(
       "embeddings.dropout",
       std::make_shared<nn::Dropout>(static_cast<float>(c.hidden_dropout), dropout_state, 1));
   for (int64_t l = 0; l < c.layers; ++l) {
-    auto block =
-        std::make_shared<nn::TransformerBlock>(block_options(c, l), dropout_state, rng);
+    auto block = std::make_shared<nn::TransformerBlock>(block_options(c, l), dropout_state, rng);
     layers.push_back(register_module("encoder.layer." + std::to_string(l), block));
   }
-  head_transform =
-      register_module("head.transform", std::make_shared<nn::Linear>(c.hidden, c.hidden, true, rng));
-  head_layer_norm =
-      register_module("head.layer_norm", std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
+  head_transform = register_module("head.transform",
+                                   std::make_shared<nn::Linear>(c.hidden, c.hidden, true, rng));
+  head_layer_norm = register_module("head.layer_norm",
+                                    std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
   head_bias = register_parameter("head.bias", ops::zeros({c.vocab_size}));
 
   // HF BERT init: N(0, init_std) for embeddings and dense layers, zero biases; the attention's

@@ -23,12 +23,19 @@ struct Field {
   std::function<json(const RunConfig&)> get;
 };
 
+// Reads a field through its accessor (the accessors take a mutable config so that one function
+// serves both reading and writing).
+template <typename T>
+std::function<json(const RunConfig&)> getter(T& (*access)(RunConfig&)) {
+  return [=](const RunConfig& c) { return json(access(const_cast<RunConfig&>(c))); };
+}
+
 [[noreturn]] void bad_value(const std::string& key, const json& value, const std::string& want) {
   fail("config: {} = {} is not valid: expected {}", key, value.dump(), want);
 }
 
-Field integer_field(const std::string& key, const std::string& help,
-                    int64_t& (*access)(RunConfig&), int64_t low, int64_t high) {
+Field integer_field(const std::string& key, const std::string& help, int64_t& (*access)(RunConfig&),
+                    int64_t low, int64_t high) {
   return {key, help,
           [=](RunConfig& c, const json& v) {
             const std::string want = fmt::format("an integer in [{}, {}]", low, high);
@@ -37,7 +44,7 @@ Field integer_field(const std::string& key, const std::string& help,
             if (x < low || x > high) bad_value(key, v, want);
             access(c) = x;
           },
-          [=](const RunConfig& c) { return json(access(const_cast<RunConfig&>(c))); }};
+          getter(access)};
 }
 
 Field seed_field(const std::string& key, const std::string& help, uint64_t& (*access)(RunConfig&)) {
@@ -47,7 +54,7 @@ Field seed_field(const std::string& key, const std::string& help, uint64_t& (*ac
               bad_value(key, v, "a non-negative integer");
             access(c) = v.get<uint64_t>();
           },
-          [=](const RunConfig& c) { return json(access(const_cast<RunConfig&>(c))); }};
+          getter(access)};
 }
 
 Field real_field(const std::string& key, const std::string& help, double& (*access)(RunConfig&),
@@ -60,7 +67,7 @@ Field real_field(const std::string& key, const std::string& help, double& (*acce
             if (!std::isfinite(x) || x < low || x > high) bad_value(key, v, want);
             access(c) = x;
           },
-          [=](const RunConfig& c) { return json(access(const_cast<RunConfig&>(c))); }};
+          getter(access)};
 }
 
 Field bool_field(const std::string& key, const std::string& help, bool& (*access)(RunConfig&)) {
@@ -69,7 +76,7 @@ Field bool_field(const std::string& key, const std::string& help, bool& (*access
             if (!v.is_boolean()) bad_value(key, v, "true or false");
             access(c) = v.get<bool>();
           },
-          [=](const RunConfig& c) { return json(access(const_cast<RunConfig&>(c))); }};
+          getter(access)};
 }
 
 // A string field; `choices` empty means any non-empty string.
@@ -77,16 +84,16 @@ Field text_field(const std::string& key, const std::string& help,
                  std::string& (*access)(RunConfig&), std::vector<std::string> choices) {
   return {key, help,
           [=](RunConfig& c, const json& v) {
-            const std::string want =
-                choices.empty() ? std::string("a non-empty string")
-                                : fmt::format("one of {}", fmt::join(choices, ", "));
+            const std::string want = choices.empty()
+                                         ? std::string("a non-empty string")
+                                         : fmt::format("one of {}", fmt::join(choices, ", "));
             if (!v.is_string() || v.get<std::string>().empty()) bad_value(key, v, want);
             if (!choices.empty() &&
                 std::find(choices.begin(), choices.end(), v.get<std::string>()) == choices.end())
               bad_value(key, v, want);
             access(c) = v.get<std::string>();
           },
-          [=](const RunConfig& c) { return json(access(const_cast<RunConfig&>(c))); }};
+          getter(access)};
 }
 
 constexpr int64_t kBig = int64_t(1) << 40;
@@ -99,10 +106,12 @@ const std::vector<Field>& fields() {
                  {"bert", "opt", "vit"}),
       integer_field("model.layers", "transformer blocks", FIELD_ACCESS(int64_t, model.layers), 1,
                     256),
-      integer_field("model.hidden", "model width d", FIELD_ACCESS(int64_t, model.hidden), 1, 1 << 16),
+      integer_field("model.hidden", "model width d", FIELD_ACCESS(int64_t, model.hidden), 1,
+                    1 << 16),
       integer_field("model.heads", "attention heads H (d must be divisible by H)",
                     FIELD_ACCESS(int64_t, model.heads), 1, 1024),
-      integer_field("model.ffn", "feed-forward width", FIELD_ACCESS(int64_t, model.ffn), 1, 1 << 18),
+      integer_field("model.ffn", "feed-forward width", FIELD_ACCESS(int64_t, model.ffn), 1,
+                    1 << 18),
       integer_field("model.vocab_size", "tokenizer / embedding vocabulary size",
                     FIELD_ACCESS(int64_t, model.vocab_size), 16, 1 << 20),
       integer_field("model.max_length", "sequence length T (text models)",
@@ -123,9 +132,9 @@ const std::vector<Field>& fields() {
                  10.0),
       real_field("model.alpha", "if > 0: gamma = -alpha / max_length, zeta = 1 (clipped)",
                  FIELD_ACCESS(double, model.alpha), 0.0, 1e6),
-      text_field("model.gate", "gated attention variant", FIELD_ACCESS(std::string, model.gate),
-                 {"none", "linear", "mlp", "all-heads-linear", "unconditional",
-                  "conditional-per-head"}),
+      text_field(
+          "model.gate", "gated attention variant", FIELD_ACCESS(std::string, model.gate),
+          {"none", "linear", "mlp", "all-heads-linear", "unconditional", "conditional-per-head"}),
       real_field("model.gate_pi_init", "initial gate probability (bias = logit(pi))",
                  FIELD_ACCESS(double, model.gate_pi_init), 1e-6, 1.0 - 1e-6),
       integer_field("model.gate_mlp_hidden", "MLP gate hidden width (0: d_head / 4)",
@@ -291,7 +300,9 @@ RunConfig preset(const std::string& name) {
   fail("config: unknown preset '{}' (known: {})", name, fmt::join(preset_names(), ", "));
 }
 
-std::vector<std::string> preset_names() { return {"bert-mini", "bert-small", "opt-mini", "vit-tiny"}; }
+std::vector<std::string> preset_names() {
+  return {"bert-mini", "bert-small", "opt-mini", "vit-tiny"};
+}
 
 void set_value(RunConfig& config, const std::string& key, const std::string& value) {
   const Field& field = find_field(key);
@@ -352,17 +363,19 @@ RunConfig load_config_file(const std::string& path) {
 
 void validate(const RunConfig& c) {
   const ModelConfig& m = c.model;
-  QT_CHECK(m.hidden % m.heads == 0, "config: model.hidden = {} is not divisible by model.heads = {}",
-           m.hidden, m.heads);
+  QT_CHECK(m.hidden % m.heads == 0,
+           "config: model.hidden = {} is not divisible by model.heads = {}", m.hidden, m.heads);
   if (m.family == "vit") {
     QT_CHECK(m.image_size % m.patch_size == 0,
              "config: model.patch_size = {} does not divide model.image_size = {}", m.patch_size,
              m.image_size);
-    QT_CHECK(c.data.dataset != "text", "config: model.family = vit needs data.dataset = mnist or "
-                                       "fashion-mnist, not text");
+    QT_CHECK(c.data.dataset != "text",
+             "config: model.family = vit needs data.dataset = mnist or "
+             "fashion-mnist, not text");
   } else {
-    QT_CHECK(c.data.dataset == "text", "config: model.family = {} needs data.dataset = text, not {}",
-             m.family, c.data.dataset);
+    QT_CHECK(c.data.dataset == "text",
+             "config: model.family = {} needs data.dataset = text, not {}", m.family,
+             c.data.dataset);
   }
   if (m.gate == "mlp" && m.gate_mlp_hidden == 0)
     QT_CHECK(m.hidden / m.heads >= 4,

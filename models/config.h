@@ -33,7 +33,7 @@ struct ModelConfig {
   std::string softmax = "vanilla";  // vanilla | clipped
   double gamma = 0.0;               // clipped softmax: gamma <= 0
   double zeta = 1.0;                // clipped softmax: zeta >= 1
-  double alpha = 0.0;               // > 0: gamma = -alpha / max_length, zeta = 1 (overrides softmax)
+  double alpha = 0.0;         // > 0: gamma = -alpha / max_length, zeta = 1 (overrides softmax)
   std::string gate = "none";  // none | linear | mlp | all-heads-linear | unconditional |
                               // conditional-per-head
   double gate_pi_init = 0.5;

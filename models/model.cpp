@@ -40,11 +40,10 @@ nn::BlockOptions block_options(const ModelConfig& config, int64_t layer) {
   attention.gamma = config.gamma;
   attention.zeta = config.zeta;
   attention.alpha = config.alpha;
-  attention.max_length = config.family == "vit"
-                             ? (config.image_size / config.patch_size) *
-                                       (config.image_size / config.patch_size) +
-                                   1
-                             : config.max_length;
+  attention.max_length =
+      config.family == "vit"
+          ? (config.image_size / config.patch_size) * (config.image_size / config.patch_size) + 1
+          : config.max_length;
   attention.gate = nn::parse_gate_kind(config.gate);
   attention.gate_pi_init = config.gate_pi_init;
   attention.gate_mlp_hidden = config.gate_mlp_hidden;

@@ -20,8 +20,7 @@ Opt::Opt(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
       std::make_shared<nn::Embedding>(c.max_length + kPositionOffset, c.hidden, rng));
   // HF OPT has no embedding dropout; its residual dropouts live in the blocks.
   for (int64_t l = 0; l < c.layers; ++l) {
-    auto block =
-        std::make_shared<nn::TransformerBlock>(block_options(c, l), dropout_state, rng);
+    auto block = std::make_shared<nn::TransformerBlock>(block_options(c, l), dropout_state, rng);
     layers.push_back(register_module("decoder.layers." + std::to_string(l), block));
   }
   final_layer_norm = register_module("decoder.final_layer_norm",
@@ -58,8 +57,8 @@ Tensor Opt::loss(const Batch& batch, double label_smoothing) const {
   const Tensor h = decode(batch.input_ids);
   const LabelledRows rows = labelled_rows(batch.labels);
   const Tensor flat = qt::reshape(h, {h.size(0) * h.size(1), h.size(2)});
-  const Tensor logits = nn::linear(qt::index_select(flat, 0, rows.index), token_embeddings->weight,
-                                   Tensor());
+  const Tensor logits =
+      nn::linear(qt::index_select(flat, 0, rows.index), token_embeddings->weight, Tensor());
   return nn::cross_entropy(logits, rows.labels, kIgnoreIndex, label_smoothing);
 }
 

@@ -14,7 +14,9 @@ int64_t Vit::num_patches() const {
   return side * side;
 }
 
-int64_t Vit::patch_dim() const { return config.patch_size * config.patch_size * config.channels; }
+int64_t Vit::patch_dim() const {
+  return config.patch_size * config.patch_size * config.channels;
+}
 
 Vit::Vit(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
   QT_CHECK(c.image_size % c.patch_size == 0, "vit: patch_size {} does not divide image_size {}",
@@ -29,14 +31,13 @@ Vit::Vit(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
   position_embeddings =
       register_parameter("position_embeddings", rng.normal({1, num_patches() + 1, c.hidden}, 0.02));
   for (int64_t l = 0; l < c.layers; ++l) {
-    auto block =
-        std::make_shared<nn::TransformerBlock>(block_options(c, l), dropout_state, rng);
+    auto block = std::make_shared<nn::TransformerBlock>(block_options(c, l), dropout_state, rng);
     layers.push_back(register_module("layers." + std::to_string(l), block));
   }
   final_layer_norm =
       register_module("layer_norm", std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
-  classifier = register_module("head",
-                               std::make_shared<nn::Linear>(c.hidden, c.num_classes, true, rng));
+  classifier =
+      register_module("head", std::make_shared<nn::Linear>(c.hidden, c.num_classes, true, rng));
   // timm-style init: N(0, 0.02) (timm truncates at 2 std) for the FFN and the head, zero biases;
   // the patch embedding keeps the default (timm's conv init), attention as nn/attention.h.
   for (const auto& block : layers) {
@@ -67,8 +68,7 @@ Tensor Vit::logits(const Batch& batch) const {
 }
 
 Tensor Vit::loss(const Batch& batch, double label_smoothing) const {
-  QT_CHECK(batch.labels.defined() && batch.labels.dim() == 1,
-           "vit: labels must be i64 [B], got {}",
+  QT_CHECK(batch.labels.defined() && batch.labels.dim() == 1, "vit: labels must be i64 [B], got {}",
            batch.labels.defined() ? shape_str(batch.labels.shape()) : std::string("none"));
   return nn::cross_entropy(logits(batch), batch.labels, kIgnoreIndex, label_smoothing);
 }

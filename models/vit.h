@@ -29,8 +29,8 @@ class Vit : public Model {
 
   std::shared_ptr<nn::Linear> patch_embedding;
   std::shared_ptr<nn::LayerNorm> patch_layer_norm;  // null unless config.patch_layer_norm
-  Tensor cls_token;            // [1, 1, d]
-  Tensor position_embeddings;  // [1, N+1, d]
+  Tensor cls_token;                                 // [1, 1, d]
+  Tensor position_embeddings;                       // [1, N+1, d]
   std::vector<std::shared_ptr<nn::TransformerBlock>> layers;
   std::shared_ptr<nn::LayerNorm> final_layer_norm;
   std::shared_ptr<nn::Linear> classifier;

@@ -27,9 +27,9 @@ enum class SoftmaxKind { vanilla, clipped };
 
 enum class GateKind {
   none,
-  linear_per_head,         // conditional per token: H x Linear(d_h -> 1), bias = logit(pi_init)
-  mlp_per_head,            // conditional per token: H x [Linear(d_h -> n_hid), ReLU, Linear(n_hid -> 1)]
-  all_heads_linear,        // conditional per token: one Linear(d -> H) on the full input
+  linear_per_head,   // conditional per token: H x Linear(d_h -> 1), bias = logit(pi_init)
+  mlp_per_head,      // conditional per token: H x [Linear(d_h -> n_hid), ReLU, Linear(n_hid -> 1)]
+  all_heads_linear,  // conditional per token: one Linear(d -> H) on the full input
   unconditional_per_head,  // a free logit per head, initialised to 0 (pi = 0.5)
   conditional_per_head,    // per-head Linear(d_h -> 1) logits, mean over T, then sigmoid
 };
@@ -44,12 +44,12 @@ struct AttentionOptions {
   double alpha = 0.0;
   int64_t max_length = 128;  // the configured T used by alpha
   GateKind gate = GateKind::none;
-  double gate_pi_init = 0.5;     // linear_per_head / conditional_per_head: bias = logit(pi_init)
-  int64_t gate_mlp_hidden = 0;   // mlp_per_head: n_hid (0 -> d_h / 4, the repo's choice)
-  bool causal = false;           // OPT
+  double gate_pi_init = 0.5;    // linear_per_head / conditional_per_head: bias = logit(pi_init)
+  int64_t gate_mlp_hidden = 0;  // mlp_per_head: n_hid (0 -> d_h / 4, the repo's choice)
+  bool causal = false;          // OPT
   float probability_dropout = 0.0f;
-  bool fused = true;             // false: the composed-ops reference path
-  uint64_t dropout_layer_id = 0; // this site's dropout stream id
+  bool fused = true;              // false: the composed-ops reference path
+  uint64_t dropout_layer_id = 0;  // this site's dropout stream id
 };
 
 // Parses "vanilla" / "clipped" and "none" / "linear" / "mlp" / "all-heads-linear" /

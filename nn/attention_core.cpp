@@ -26,6 +26,7 @@
 #include "nn/dropout.h"
 #include "tensor/blas/gemm.h"
 #include "tensor/ops.h"
+#include "tensor/row_kernels.h"
 #include "tensor/threads.h"
 
 namespace qt::nn {
@@ -33,10 +34,10 @@ namespace qt::nn {
 namespace {
 
 using blas::Trans;
+using namespace qt::row_kernels;
 
 // Blocks smaller than this much GEMM work (multiply-adds) in total stay single-threaded.
 constexpr int64_t kParallelThreshold = 1 << 16;
-constexpr int kLanes = 8;  // independent accumulators in row reductions (vector lanes)
 
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -45,88 +46,6 @@ void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, cons
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
           int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
   blas::dgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-// ---------------------------------------------------------------------------------------------
-// e^t for f32 without branches, so that the softmax loop vectorizes (std::exp is an opaque call).
-// The same Cephes scheme as tensor/softmax.cpp (which keeps its copy private):
-//   n = round(t / ln2), r = t - n ln2 (ln2 split in two for an exact product),
-//   e^r ~ 1 + r + r^2 p(r) (p of degree 5), e^t = e^r 2^n with 2^n built in the exponent bits.
-// Within 1.5 ulp of the exact value; t < -86.98 (including -inf) gives 0, t > 88.8 gives +inf.
-uint32_t bits_of(float v) {
-  uint32_t b;
-  std::memcpy(&b, &v, sizeof b);
-  return b;
-}
-float float_of(uint32_t b) {
-  float v;
-  std::memcpy(&v, &b, sizeof v);
-  return v;
-}
-uint32_t mask_if(bool condition) {
-  return 0u - static_cast<uint32_t>(condition);
-}
-float exp_f32(float t) {
-  constexpr float kLowest = -86.98f, kHighest = 88.8f;
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2High = 0.693359375f, kLn2Low = -2.12194440e-4f;
-  constexpr float kShifter = 12582912.0f + 126.0f;  // 1.5 * 2^23 + (exponent bias - 1)
-  const uint32_t t_bits = bits_of(t);
-  // Range tests on the bit patterns (negative floats grow as unsigned integers with magnitude).
-  const uint32_t too_low = mask_if(t_bits > bits_of(kLowest)) & mask_if(t_bits <= 0xFF800000u);
-  const uint32_t too_high = mask_if(t_bits > bits_of(kHighest)) & mask_if(t_bits <= 0x7F800000u);
-  const float clamped = float_of((t_bits & ~(too_low | too_high)) | (bits_of(kLowest) & too_low) |
-                                 (bits_of(kHighest) & too_high));
-  const float shifted = clamped * kLog2e + kShifter;
-  const float n = shifted - kShifter;
-  const float r = (clamped - n * kLn2High) - n * kLn2Low;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float exp_r = p * (r * r) + r + 1.0f;
-  const float half_scale = float_of(bits_of(shifted) << 23);  // 2^(n-1)
-  return float_of(bits_of(exp_r * half_scale * 2.0f) & ~too_low);
-}
-float exp_of(float t) {
-  return exp_f32(t);
-}
-double exp_of(double t) {
-  return std::exp(t);
-}
-
-// sum_i a_i (b == nullptr) or sum_i a_i b_i in double, kLanes accumulators merged in fixed order.
-template <typename T>
-double row_sum(const T* a, const T* b, int64_t n) {
-  double lanes[kLanes] = {};
-  int64_t i = 0;
-  if (b == nullptr) {
-    for (; i + kLanes <= n; i += kLanes)
-      for (int k = 0; k < kLanes; ++k) lanes[k] += static_cast<double>(a[i + k]);
-    for (; i < n; ++i) lanes[0] += static_cast<double>(a[i]);
-  } else {
-    for (; i + kLanes <= n; i += kLanes)
-      for (int k = 0; k < kLanes; ++k)
-        lanes[k] += static_cast<double>(a[i + k]) * static_cast<double>(b[i + k]);
-    for (; i < n; ++i) lanes[0] += static_cast<double>(a[i]) * static_cast<double>(b[i]);
-  }
-  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-         ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-}
-
-template <typename T>
-T row_max(const T* x, int64_t n) {
-  T lanes[kLanes];
-  for (T& lane : lanes) lane = -std::numeric_limits<T>::infinity();
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) lanes[k] = x[i + k] > lanes[k] ? x[i + k] : lanes[k];
-  for (; i < n; ++i) lanes[0] = x[i] > lanes[0] ? x[i] : lanes[0];
-  T m = lanes[0];
-  for (int k = 1; k < kLanes; ++k) m = lanes[k] > m ? lanes[k] : m;
-  return m;
 }
 
 // ---------------------------------------------------------------------------------------------

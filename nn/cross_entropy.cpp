@@ -26,68 +26,17 @@
 #include <vector>
 
 #include "autograd/functions.h"
+#include "tensor/row_kernels.h"
 #include "tensor/threads.h"
 
 namespace qt::nn {
 
 namespace {
 
+using namespace qt::row_kernels;
+
 constexpr int64_t kParallelThreshold = 1 << 14;  // elements; smaller work stays single-threaded
-constexpr int kLanes = 8;                        // independent accumulators per row sum
 constexpr int64_t kBlock = 256;                  // classes per block of the exp pass (stack)
-
-// ---------------------------------------------------------------------------------------------
-// e^t for f32 without branches, so that the class loop vectorizes (std::exp is an opaque library
-// call, ~10x slower). The same Cephes scheme as tensor/softmax.cpp's exp_f32 (see the derivation
-// there): n = round(t / ln2), r = t - n ln2 (ln2 split in two parts), e^r ~ 1 + r + r^2 p(r) with p
-// of degree 5, e^t = e^r 2^n with 2^n built in the exponent bits. Within 1.5 ulp on
-// [-86.98, 88.72]; below gives 0 (and -inf gives 0), above gives +inf, NaN stays NaN.
-uint32_t bits_of(float v) {
-  uint32_t b;
-  std::memcpy(&b, &v, sizeof b);
-  return b;
-}
-float float_of(uint32_t b) {
-  float v;
-  std::memcpy(&v, &b, sizeof v);
-  return v;
-}
-uint32_t mask_if(bool condition) {
-  return 0u - static_cast<uint32_t>(condition);
-}
-
-float exp_f32(float t) {
-  constexpr float kLowest = -86.98f;
-  constexpr float kHighest = 88.8f;
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2High = 0.693359375f;
-  constexpr float kLn2Low = -2.12194440e-4f;
-  constexpr float kShifter = 12582912.0f + 126.0f;  // 1.5 * 2^23, plus the exponent bias 127 - 1
-  const uint32_t t_bits = bits_of(t);
-  const uint32_t too_low = mask_if(t_bits > bits_of(kLowest)) & mask_if(t_bits <= 0xFF800000u);
-  const uint32_t too_high = mask_if(t_bits > bits_of(kHighest)) & mask_if(t_bits <= 0x7F800000u);
-  const float clamped = float_of((t_bits & ~(too_low | too_high)) | (bits_of(kLowest) & too_low) |
-                                 (bits_of(kHighest) & too_high));
-  const float shifted = clamped * kLog2e + kShifter;
-  const float n = shifted - kShifter;
-  const float r = (clamped - n * kLn2High) - n * kLn2Low;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float exp_r = p * (r * r) + r + 1.0f;
-  const float half_scale = float_of(bits_of(shifted) << 23);  // 2^(n-1)
-  return float_of(bits_of(exp_r * half_scale * 2.0f) & ~too_low);
-}
-
-float exp_of(float t) {
-  return exp_f32(t);
-}
-double exp_of(double t) {
-  return std::exp(t);
-}
 
 double combine(const double (&lanes)[kLanes]) {
   return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +

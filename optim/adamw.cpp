@@ -110,10 +110,8 @@ void AdamW::step(double lr) {
 }
 
 const AdamWState& AdamW::state(const std::string& name) const {
-  for (size_t g = 0; g < groups_.size(); ++g)
-    for (size_t i = 0; i < groups_[g].names.size(); ++i)
-      if (groups_[g].names[i] == name) return states_[g][i];
-  fail("AdamW::state: no parameter called '{}'", name);
+  const auto [g, i] = locate_parameter(groups_, name, "AdamW::state");
+  return states_[g][i];
 }
 
 NamedTensors AdamW::state_tensors() const {

@@ -133,10 +133,14 @@ void average_gradients(const std::vector<Tensor>& parameters) {
   const float inverse = 1.0f / static_cast<float>(my_size);
   at = 0;
   for (const Tensor& p : parameters) {
-    Tensor g = Tensor::empty(p.shape(), DType::f32);
+    // Written back into the existing gradient when it is dense (no new allocation per step).
+    Tensor g = p.grad();
+    if (!g.defined() || !g.is_contiguous()) {
+      g = Tensor::empty(p.shape(), DType::f32);
+      p.set_grad(g);
+    }
     float* out = g.data<float>();
     for (int64_t i = 0; i < p.numel(); ++i) out[i] = packed[at + i] * inverse;
-    p.set_grad(g);
     at += p.numel();
   }
 }

@@ -42,6 +42,10 @@ struct ParameterGroup {
 // must have one name per parameter. Throws qt::Error naming `op`.
 void check_parameter_groups(std::vector<ParameterGroup>& groups, const char* op);
 
+// (group index, index within the group) of the parameter called `name`; throws naming `op`.
+std::pair<size_t, size_t> locate_parameter(const std::vector<ParameterGroup>& groups,
+                                           const std::string& name, const char* op);
+
 class Optimizer {
  public:
   // Validates the groups with check_parameter_groups.

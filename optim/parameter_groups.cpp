@@ -83,4 +83,12 @@ void check_parameter_groups(std::vector<ParameterGroup>& groups, const char* op)
   }
 }
 
+std::pair<size_t, size_t> locate_parameter(const std::vector<ParameterGroup>& groups,
+                                           const std::string& name, const char* op) {
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (size_t i = 0; i < groups[g].names.size(); ++i)
+      if (groups[g].names[i] == name) return {g, i};
+  fail("{}: no parameter called '{}'", op, name);
+}
+
 }  // namespace qt::optim

@@ -104,10 +104,8 @@ void SGD::step(double lr) {
 }
 
 const Tensor& SGD::momentum_buffer(const std::string& name) const {
-  for (size_t g = 0; g < groups_.size(); ++g)
-    for (size_t i = 0; i < groups_[g].names.size(); ++i)
-      if (groups_[g].names[i] == name) return buffers_[g][i];
-  fail("SGD::momentum_buffer: no parameter called '{}'", name);
+  const auto [g, i] = locate_parameter(groups_, name, "SGD::momentum_buffer");
+  return buffers_[g][i];
 }
 
 NamedTensors SGD::state_tensors() const {

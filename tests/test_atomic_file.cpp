@@ -12,24 +12,14 @@
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
 
+#include "tests/test_util.h"
+
 using namespace qt;
 
 namespace {
 
 std::filesystem::path test_directory() {
-  // One directory per process (test runs may overlap), removed when the process exits.
-  struct ScratchDirectory {
-    std::filesystem::path path = std::filesystem::temp_directory_path() /
-                                 ("qtlab_test_atomic_file." + std::to_string(::getpid()));
-    ~ScratchDirectory() {
-      std::error_code ignored;
-      std::filesystem::remove_all(path, ignored);
-    }
-  };
-  static const ScratchDirectory scratch;
-  const std::filesystem::path& dir = scratch.path;
-  std::filesystem::create_directories(dir);
-  return dir;
+  return qt::test::scratch_directory("atomic_file");
 }
 
 std::string read_text(const std::filesystem::path& path) {

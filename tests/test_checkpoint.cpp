@@ -36,19 +36,7 @@ using namespace qt::test;
 namespace {
 
 std::string temp_path(const std::string& name) {
-  // One directory per process (test runs may overlap), removed when the process exits.
-  struct ScratchDirectory {
-    std::filesystem::path path = std::filesystem::temp_directory_path() /
-                                 ("qtlab_test_checkpoint." + std::to_string(::getpid()));
-    ~ScratchDirectory() {
-      std::error_code ignored;
-      std::filesystem::remove_all(path, ignored);
-    }
-  };
-  static const ScratchDirectory scratch;
-  const std::filesystem::path& dir = scratch.path;
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
+  return (scratch_directory("checkpoint") / name).string();
 }
 
 // x -> Linear(4, hidden) -> relu -> dropout(0.25) -> Linear(hidden, 3), plus an i64 buffer.

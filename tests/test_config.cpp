@@ -6,6 +6,7 @@
 
 #include "models/config.h"
 #include "tensor/error.h"
+#include "tests/test_util.h"
 
 using namespace qt;
 using namespace qt::models;
@@ -24,7 +25,7 @@ std::string error_of(F&& f) {
 }
 
 std::string write_temp(const std::string& name, const std::string& text) {
-  const std::string path = std::string("/tmp/qtlab_test_config_") + name;
+  const std::string path = (test::scratch_directory("config") / name).string();
   std::ofstream(path) << text;
   return path;
 }
@@ -92,12 +93,11 @@ TEST_CASE("config: JSON files, nested or dotted, strict about unknown keys") {
   const std::string message = error_of([&] { load_config_file(typo); });
   CHECK(message.find("model.layerz") != std::string::npos);
   CHECK(message.find(typo) != std::string::npos);
-  CHECK(error_of([&] { load_config_file(write_temp("bad.json", "{\"model\": ")); })
-            .find("not valid JSON") != std::string::npos);
+  CHECK(error_of([&] {
+          load_config_file(write_temp("bad.json", "{\"model\": "));
+        }).find("not valid JSON") != std::string::npos);
   CHECK(error_of([&] { load_config_file("/nonexistent/qtlab.json"); }).find("cannot open") !=
         std::string::npos);
-  std::remove(good.c_str());
-  std::remove(typo.c_str());
 }
 
 TEST_CASE("config: to_json / from_json round-trips every key") {
@@ -109,8 +109,8 @@ TEST_CASE("config: to_json / from_json round-trips every key") {
   CHECK(back.train.seed == 77);
   CHECK(back.model.patch_layer_norm);
   CHECK(to_json(c).size() == 3);  // model, train, data
-  CHECK(config_keys().size() == to_json(c)["model"].size() + to_json(c)["train"].size() +
-                                    to_json(c)["data"].size());
+  CHECK(config_keys().size() ==
+        to_json(c)["model"].size() + to_json(c)["train"].size() + to_json(c)["data"].size());
 }
 
 TEST_CASE("config: cross-field validation") {

@@ -13,15 +13,14 @@
 #include "data/idx.h"
 #include "tensor/error.h"
 
+#include "tests/test_util.h"
+
 using namespace qt;
 
 namespace {
 
 std::filesystem::path test_directory() {
-  const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("qtlab_test_idx." + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  return dir;
+  return qt::test::scratch_directory("idx");
 }
 
 void append_big_endian(std::vector<uint8_t>& bytes, uint32_t value) {

@@ -19,15 +19,14 @@
 #include "tensor/create.h"
 #include "tensor/error.h"
 
+#include "tests/test_util.h"
+
 using namespace qt;
 
 namespace {
 
 std::filesystem::path test_directory() {
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                    ("qtlab_test_image_dataset." + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  return dir;
+  return qt::test::scratch_directory("image_dataset");
 }
 
 void write_idx(const std::filesystem::path& path, uint32_t magic,

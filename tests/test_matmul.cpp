@@ -155,7 +155,8 @@ TEST_CASE("matmul: empty dims") {
   const Tensor k0 =
       ops::matmul(Tensor::empty({3, 0}, DType::f32), Tensor::empty({0, 2}, DType::f32));
   CHECK(k0.shape() == Shape{3, 2});
-  for (int64_t p = 0; p < 6; ++p) CHECK(k0.at(unravel_index(p, {3, 2})) == 0.0);  // an empty sum is 0
+  for (int64_t p = 0; p < 6; ++p)
+    CHECK(k0.at(unravel_index(p, {3, 2})) == 0.0);  // an empty sum is 0
   CHECK(ops::matmul(Tensor::empty({0, 4}, DType::f32), random_tensor({4, 2}, DType::f32, 1))
             .shape() == Shape{0, 2});
   CHECK(ops::matmul(Tensor::empty({2, 0, 3, 4}, DType::f32), random_tensor({4, 2}, DType::f32, 1))

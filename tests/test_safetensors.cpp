@@ -27,19 +27,7 @@ using namespace qt::test;
 namespace {
 
 std::string temp_path(const std::string& name) {
-  // One directory per process (test runs may overlap), removed when the process exits.
-  struct ScratchDirectory {
-    std::filesystem::path path = std::filesystem::temp_directory_path() /
-                                 ("qtlab_test_safetensors." + std::to_string(::getpid()));
-    ~ScratchDirectory() {
-      std::error_code ignored;
-      std::filesystem::remove_all(path, ignored);
-    }
-  };
-  static const ScratchDirectory scratch;
-  const std::filesystem::path& dir = scratch.path;
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
+  return (scratch_directory("safetensors") / name).string();
 }
 
 std::string read_bytes(const std::string& path) {

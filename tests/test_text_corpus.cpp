@@ -19,15 +19,14 @@
 #include "tensor/create.h"
 #include "tensor/error.h"
 
+#include "tests/test_util.h"
+
 using namespace qt;
 
 namespace {
 
 std::filesystem::path test_directory() {
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                    ("qtlab_test_text_corpus." + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  return dir;
+  return qt::test::scratch_directory("text_corpus");
 }
 
 void write_text(const std::filesystem::path& path, const std::string& text) {

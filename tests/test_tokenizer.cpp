@@ -19,6 +19,8 @@
 #include "tensor/error.h"
 #include "tensor/threads.h"
 
+#include "tests/test_util.h"
+
 using namespace qt;
 using data::Merge;
 using data::Tokenizer;
@@ -26,10 +28,7 @@ using data::Tokenizer;
 namespace {
 
 std::filesystem::path test_directory() {
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                    ("qtlab_test_tokenizer." + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  return dir;
+  return qt::test::scratch_directory("tokenizer");
 }
 
 std::vector<std::string> words_of(std::string_view text) {

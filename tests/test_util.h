@@ -4,8 +4,12 @@
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <random>
+#include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "tensor/shape.h"
 #include "tensor/tensor.h"
@@ -56,6 +60,23 @@ inline std::vector<double> elements(const Tensor& t) {
   std::vector<double> out;
   for (int64_t p = 0; p < t.numel(); ++p) out.push_back(t.at(unravel_index(p, t.shape())));
   return out;
+}
+
+// A scratch directory for one test file's files: <tmp>/qtlab_test.<pid>/<suite>. One root per
+// process (test runs may overlap), removed with everything in it when the process exits.
+inline std::filesystem::path scratch_directory(const std::string& suite) {
+  struct ScratchRoot {
+    std::filesystem::path path =
+        std::filesystem::temp_directory_path() / ("qtlab_test." + std::to_string(::getpid()));
+    ~ScratchRoot() {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    }
+  };
+  static const ScratchRoot root;
+  const std::filesystem::path dir = root.path / suite;
+  std::filesystem::create_directories(dir);
+  return dir;
 }
 
 }  // namespace qt::test

@@ -5,6 +5,28 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+// Shared timing helpers: wall time of one call, and the best / median of a set of runs.
+struct Timing {
+  double best_ms = 0, median_ms = 0;
+};
+
+inline Timing summarize(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  return {ms.front(), ms[ms.size() / 2]};
+}
+
+template <typename F>
+double time_ms(F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  const auto t1 = std::chrono::steady_clock::now();
+  return std::chrono::duration<double, std::milli>(t1 - t0).count();
+}
+
 // Creates the `bench` subcommand of app (or returns it if it already exists), registers every
 // benchmark below on it, and returns it.
 CLI::App* add_bench_command(CLI::App& app);

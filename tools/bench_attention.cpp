@@ -48,23 +48,6 @@ struct Variant {
   std::vector<double> ms;
 };
 
-struct Timing {
-  double best_ms = 0, median_ms = 0;
-};
-
-Timing summarize(std::vector<double> ms) {
-  std::sort(ms.begin(), ms.end());
-  return {ms.front(), ms[ms.size() / 2]};
-}
-
-template <typename F>
-double time_ms(F&& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  const auto t1 = std::chrono::steady_clock::now();
-  return std::chrono::duration<double, std::milli>(t1 - t0).count();
-}
-
 void run_bench_attention(const Options& opt) {
   QT_CHECK(opt.repeats >= 1, "bench attention: --repeats {} (expected >= 1)", opt.repeats);
   QT_CHECK(opt.batch >= 1 && opt.seq >= 1 && opt.heads >= 1 && opt.hidden >= 1,

@@ -106,23 +106,6 @@ std::vector<Shape> parse_shapes(const std::string& text) {
   return shapes;
 }
 
-struct Timing {
-  double best_ms = 0, median_ms = 0;
-};
-
-Timing summarize(std::vector<double> ms) {
-  std::sort(ms.begin(), ms.end());
-  return {ms.front(), ms[ms.size() / 2]};
-}
-
-template <typename F>
-double time_ms(F&& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  const auto t1 = std::chrono::steady_clock::now();
-  return std::chrono::duration<double, std::milli>(t1 - t0).count();
-}
-
 // Calls f until at least 300 ms have passed (at least twice).
 template <typename F>
 void warm_up(F&& f) {

@@ -1,0 +1,119 @@
+// Branch-free row kernels shared by the softmax family (tensor/softmax.cpp, the fused attention
+// core, the fused cross-entropy): a vectorizable e^t for f32 and row max / row sum with a fixed
+// number of accumulators, so that results never depend on the thread count.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+namespace qt::row_kernels {
+
+inline constexpr int kLanes = 8;  // independent accumulators in row reductions (vector lanes)
+
+// ---------------------------------------------------------------------------------------------
+// e^t for f32 without branches, so that a loop over it vectorizes (std::exp does not: it is an
+// opaque library call, ~10x slower here). Cephes' expf scheme:
+//   n = round(t / ln2),  r = t - n ln2  (|r| <= ln2/2; ln2 split in a high part with few mantissa
+//   bits, so n * kLn2High is exact, and a low correction),
+//   e^r ~ 1 + r + r^2 p(r)  (p of degree 5),   e^t = e^r * 2^n,
+// with 2^n built directly in the exponent bits. The rounding of t / ln2 uses the "shifter" trick:
+// adding 1.5 * 2^23 leaves round(t / ln2) (plus a bias) in the low mantissa bits. Measured against
+// double-precision exp over [-86.98, 88.72]: at most 1.5 ulp, < 1 ulp except near the lower end.
+// Edge cases: t < -86.98 (e^t < 2.1e-38, where 2^(n-1) would stop being a normal float) and -inf
+// give 0; t > 88.8 and +inf give +inf; NaN gives NaN. The clamps are bit-mask selects on the
+// integer patterns, never float compares inside a branch (which would block vectorization).
+inline uint32_t bits_of(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  return b;
+}
+inline float float_of(uint32_t b) {
+  float v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+// All ones when `condition` holds, else 0: a lane mask for bitwise selects.
+inline uint32_t mask_if(bool condition) {
+  return 0u - static_cast<uint32_t>(condition);
+}
+
+inline float exp_f32(float t) {
+  constexpr float kLowest = -86.98f;  // below: flushed to 0
+  constexpr float kHighest =
+      88.8f;  // above ln(FLT_MAX) = 88.72: clamped, the product overflows to inf
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2High = 0.693359375f;
+  constexpr float kLn2Low = -2.12194440e-4f;
+  constexpr float kShifter = 12582912.0f + 126.0f;  // 1.5 * 2^23, plus the exponent bias 127 - 1
+  const uint32_t t_bits = bits_of(t);
+  // Comparisons on the bit patterns: negative floats grow as unsigned integers with their
+  // magnitude up to -inf (0xFF800000); positive ones up to +inf (0x7F800000); NaNs lie beyond.
+  const uint32_t too_low = mask_if(t_bits > bits_of(kLowest)) & mask_if(t_bits <= 0xFF800000u);
+  const uint32_t too_high = mask_if(t_bits > bits_of(kHighest)) & mask_if(t_bits <= 0x7F800000u);
+  const float clamped = float_of((t_bits & ~(too_low | too_high)) | (bits_of(kLowest) & too_low) |
+                                 (bits_of(kHighest) & too_high));
+  const float shifted = clamped * kLog2e + kShifter;
+  const float n = shifted - kShifter;
+  const float r = (clamped - n * kLn2High) - n * kLn2Low;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float exp_r = p * (r * r) + r + 1.0f;
+  // The low 9 mantissa bits of `shifted` hold n + 126: moved into the exponent field they make
+  // 2^(n-1). (n - 1 rather than n keeps n = 128, i.e. t up to ln(FLT_MAX), representable.)
+  const float half_scale = float_of(bits_of(shifted) << 23);
+  return float_of(bits_of(exp_r * half_scale * 2.0f) & ~too_low);
+}
+
+// f64 is the reference precision: the library exp, correctly rounded or nearly so.
+inline double exp_of(double t) {
+  return std::exp(t);
+}
+inline float exp_of(float t) {
+  return exp_f32(t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row reductions with kLanes independent accumulators (lane k takes i % kLanes == k), combined in a
+// fixed order, so that the compiler can keep them in vector registers.
+
+// Largest element (-inf for an empty or all -inf row). NaNs are not searched for: a NaN anywhere
+// makes the exp sum NaN, which poisons the whole row anyway.
+template <typename T>
+inline T row_max(const T* x, int64_t n) {
+  T lanes[kLanes];
+  for (T& lane : lanes) lane = -std::numeric_limits<T>::infinity();
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) lanes[k] = x[i + k] > lanes[k] ? x[i + k] : lanes[k];
+  for (; i < n; ++i) lanes[0] = x[i] > lanes[0] ? x[i] : lanes[0];
+  T m = lanes[0];
+  for (int k = 1; k < kLanes; ++k) m = lanes[k] > m ? lanes[k] : m;
+  return m;
+}
+
+// sum_i a_i (b == nullptr) or sum_i a_i b_i, accumulated in double.
+template <typename T>
+inline double row_sum(const T* a, const T* b, int64_t n) {
+  double lanes[kLanes] = {};
+  int64_t i = 0;
+  if (b == nullptr) {
+    for (; i + kLanes <= n; i += kLanes)
+      for (int k = 0; k < kLanes; ++k) lanes[k] += static_cast<double>(a[i + k]);
+    for (; i < n; ++i) lanes[0] += static_cast<double>(a[i]);
+  } else {
+    for (; i + kLanes <= n; i += kLanes)
+      for (int k = 0; k < kLanes; ++k)
+        lanes[k] += static_cast<double>(a[i + k]) * static_cast<double>(b[i + k]);
+    for (; i < n; ++i) lanes[0] += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  }
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+         ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+}  // namespace qt::row_kernels
