@@ -2,6 +2,7 @@
 #   make deps      install the Debian packages qtlab needs (idempotent, quiet when all present)
 #   make           build build/libqtlab.a, build/qtlab, build/qtlab_tests (Release)
 #   make test      deps + build + run the test suite
+#   make demo      deps + data + build + the main job (pretrain a small BERT, evaluate it)
 #   make bench     deps + build + run the benchmarks
 #   make sanitize  build with ASan+UBSan in build-sanitize/ and run the test suite there
 #   make data      fetch the pinned datasets into data/downloads (tools/fetch_data.sh)
@@ -13,7 +14,7 @@ SANITIZE_DIR ?= build-sanitize
 JOBS         ?= $(shell nproc)
 SOURCES       = $(shell git ls-files --cached --others --exclude-standard '*.cpp' '*.h' 2>/dev/null)
 
-.PHONY: all build deps test bench sanitize format clean data fixtures
+.PHONY: all build deps test bench demo sanitize format clean data fixtures
 
 all: build
 
@@ -30,7 +31,8 @@ test: deps build
 	@tools/run_tests.sh $(BUILD_DIR)/qtlab_tests
 
 bench: deps build
-	@$(BUILD_DIR)/qtlab bench gemm
+	@tools/install_deps.sh --with-torch
+	@tools/run_benchmarks.sh $(BUILD_DIR)
 
 sanitize: deps
 	@cmake -S . -B $(SANITIZE_DIR) -DCMAKE_BUILD_TYPE=Debug -DQTLAB_SANITIZE=ON > /dev/null
@@ -41,9 +43,19 @@ sanitize: deps
 data:
 	@tools/fetch_data.sh
 
+# The main job (grows into the paper's experiment with the quantization issue): a short bert-mini
+# pretraining on the real text, then its validation perplexity. Re-running starts afresh.
+DEMO_DIR   ?= runs/demo
+DEMO_STEPS ?= 200
+demo: deps data build
+	@rm -rf $(DEMO_DIR)/bert-mini
+	@$(BUILD_DIR)/qtlab pretrain --model bert-mini --steps $(DEMO_STEPS) --run-dir $(DEMO_DIR)/bert-mini \
+	  --set train.eval_every=100 --set train.checkpoint_every=100
+	@$(BUILD_DIR)/qtlab eval --checkpoint $(DEMO_DIR)/bert-mini/model.safetensors --batches 16
+
 fixtures:
 	@tools/install_deps.sh --with-torch
-	@/usr/bin/python3 tools/make_fixtures.py tests/data
+	@for script in tools/make_*fixtures.py; do echo "$$script"; /usr/bin/python3 $$script tests/data || exit 1; done
 
 format:
 	@clang-format -i $(SOURCES)

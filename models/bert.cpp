@@ -27,25 +27,25 @@ LabelledRows labelled_rows(const Tensor& labels) {
 
 Bert::Bert(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
   nn::InitRng rng{seed, 0};
-  word_embeddings = register_module("embeddings.word_embeddings",
-                                    std::make_shared<nn::Embedding>(c.vocab_size, c.hidden, rng));
+  word_embeddings = register_module_at(
+      "embeddings.word_embeddings", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden, rng));
   position_embeddings =
-      register_module("embeddings.position_embeddings",
-                      std::make_shared<nn::Embedding>(c.max_length, c.hidden, rng));
-  embedding_layer_norm = register_module(
+      register_module_at("embeddings.position_embeddings",
+                         std::make_shared<nn::Embedding>(c.max_length, c.hidden, rng));
+  embedding_layer_norm = register_module_at(
       "embeddings.layer_norm", std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
-  embedding_dropout = register_module(
+  embedding_dropout = register_module_at(
       "embeddings.dropout",
       std::make_shared<nn::Dropout>(static_cast<float>(c.hidden_dropout), dropout_state, 1));
   for (int64_t l = 0; l < c.layers; ++l) {
     auto block = std::make_shared<nn::TransformerBlock>(block_options(c, l), dropout_state, rng);
-    layers.push_back(register_module("encoder.layer." + std::to_string(l), block));
+    layers.push_back(register_module_at("encoder.layer." + std::to_string(l), block));
   }
-  head_transform = register_module("head.transform",
-                                   std::make_shared<nn::Linear>(c.hidden, c.hidden, true, rng));
-  head_layer_norm = register_module("head.layer_norm",
-                                    std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
-  head_bias = register_parameter("head.bias", ops::zeros({c.vocab_size}));
+  head_transform = register_module_at("head.transform",
+                                      std::make_shared<nn::Linear>(c.hidden, c.hidden, true, rng));
+  head_layer_norm = register_module_at("head.layer_norm",
+                                       std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
+  head_bias = register_parameter_at("head.bias", ops::zeros({c.vocab_size}));
 
   // HF BERT init: N(0, init_std) for embeddings and dense layers, zero biases; the attention's
   // Q/K/V keep PyTorch's default uniform init, as the paper's repo (spec §3.1, §8.4).
@@ -61,17 +61,13 @@ Bert::Bert(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
   init_zeros(head_transform->bias);
 }
 
-Tensor Bert::encode(const Tensor& input_ids) const {
-  QT_CHECK(input_ids.dim() == 2 && input_ids.dtype() == DType::i64,
-           "bert: input_ids must be i64 [B, T], got {} {}", dtype_name(input_ids.dtype()),
-           shape_str(input_ids.shape()));
+Tensor Bert::encode(const Tensor& input_ids, const Tensor& attention_mask) const {
+  check_input_ids(input_ids, config, "bert");
   const int64_t T = input_ids.size(1);
-  QT_CHECK(T <= config.max_length, "bert: sequence length {} exceeds model.max_length = {}", T,
-           config.max_length);
   const Tensor positions = ops::arange(0, T, 1, DType::i64);
   Tensor h = qt::add(word_embeddings->forward(input_ids), position_embeddings->forward(positions));
   h = embedding_dropout->forward(embedding_layer_norm->forward(h));
-  for (const auto& block : layers) h = block->forward(h);
+  for (const auto& block : layers) h = block->forward(h, attention_mask);
   return h;
 }
 
@@ -81,8 +77,8 @@ Tensor Bert::head(const Tensor& hidden_rows) const {
 }
 
 Tensor Bert::loss(const Batch& batch, double label_smoothing) const {
-  QT_CHECK(batch.labels.defined() && batch.labels.shape() == batch.input_ids.shape(),
-           "bert: labels must have the shape of input_ids {}", shape_str(batch.input_ids.shape()));
+  check_input_ids(batch.input_ids, config, "bert");
+  check_text_labels(batch.labels, batch.input_ids, "bert");
   const Tensor h = encode(batch.input_ids);
   const LabelledRows rows = labelled_rows(batch.labels);
   const Tensor flat = qt::reshape(h, {h.size(0) * h.size(1), h.size(2)});

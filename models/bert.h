@@ -10,6 +10,13 @@
 // Not modelled: token-type embeddings (every token has type 0 in the paper's pipeline, so the type
 // embedding is a constant vector the position embedding absorbs) and the pooler (absent in
 // BertForMaskedLM).
+//
+// Parameter names (HF's layout; block names in nn/transformer_block.h):
+//   embeddings.word_embeddings.weight [V, d]   embeddings.position_embeddings.weight [max_length,
+//   d] embeddings.layer_norm.{weight, bias}       encoder.layer.<l>.* head.transform.{weight, bias}
+//   head.layer_norm.{weight, bias}     head.bias [V]
+// Tested against a plain-PyTorch re-statement (tools/make_model_fixtures.py,
+// tests/test_models.cpp).
 #pragma once
 
 #include <memory>
@@ -28,8 +35,11 @@ class Bert : public Model {
 
   Tensor loss(const Batch& batch, double label_smoothing = 0.0) const override;
   Tensor logits(const Batch& batch) const override;
-  // The encoder output h_L [B, T, d].
-  Tensor encode(const Tensor& input_ids) const;
+  // The encoder output h_L [B, T, d]. attention_mask: undefined, or [B, T] (u8/i32/i64) as HF's
+  // attention_mask, nonzero = a real token, 0 = padding: padded keys get attention probability 0
+  // in every layer, so the outputs at real tokens do not depend on what the padding holds. (The
+  // training pipelines never pad — fixed-length blocks — so Batch carries no mask.)
+  Tensor encode(const Tensor& input_ids, const Tensor& attention_mask = Tensor()) const;
   // The MLM head on hidden rows [N, d] -> logits [N, V].
   Tensor head(const Tensor& hidden_rows) const;
 

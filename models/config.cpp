@@ -187,7 +187,7 @@ const std::vector<Field>& fields() {
       text_field("data.dir", "dataset directory (tools/fetch_data.sh)",
                  FIELD_ACCESS(std::string, data.dir), {}),
       text_field("data.dataset", "dataset", FIELD_ACCESS(std::string, data.dataset),
-                 {"text", "mnist", "fashion-mnist"}),
+                 {"text", "mnist", "fashion-mnist", "synthetic"}),
       real_field("data.mlm_probability", "BERT: fraction of tokens selected for MLM",
                  FIELD_ACCESS(double, data.mlm_probability), 0.0, 1.0),
       bool_field("data.augment", "ViT: random crop (+ flip on fashion-mnist)",
@@ -335,7 +335,7 @@ void apply_json(RunConfig& config, const nlohmann::json& object) {
   }
 }
 
-RunConfig load_config_file(const std::string& path) {
+RunConfig load_config_file(const std::string& path, const RunConfig& base) {
   std::ifstream in(path);
   QT_CHECK(in.good(), "config: cannot open '{}'", path);
   std::stringstream text;
@@ -347,7 +347,7 @@ RunConfig load_config_file(const std::string& path) {
     fail("config: '{}' is not valid JSON: {}", path, e.what());
   }
   QT_CHECK(object.is_object(), "config: '{}' must hold a JSON object", path);
-  RunConfig config;
+  RunConfig config = base;
   if (object.contains("preset")) {
     QT_CHECK(object["preset"].is_string(), "config: '{}': preset must be a string", path);
     config = preset(object["preset"].get<std::string>());
@@ -370,11 +370,11 @@ void validate(const RunConfig& c) {
              "config: model.patch_size = {} does not divide model.image_size = {}", m.patch_size,
              m.image_size);
     QT_CHECK(c.data.dataset != "text",
-             "config: model.family = vit needs data.dataset = mnist or "
-             "fashion-mnist, not text");
+             "config: model.family = vit needs data.dataset = mnist, fashion-mnist or "
+             "synthetic, not text");
   } else {
-    QT_CHECK(c.data.dataset == "text",
-             "config: model.family = {} needs data.dataset = text, not {}", m.family,
+    QT_CHECK(c.data.dataset == "text" || c.data.dataset == "synthetic",
+             "config: model.family = {} needs data.dataset = text or synthetic, not {}", m.family,
              c.data.dataset);
   }
   if (m.gate == "mlp" && m.gate_mlp_hidden == 0)

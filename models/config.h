@@ -71,7 +71,8 @@ struct TrainingConfig {
 
 struct DataConfig {
   std::string dir = "data/downloads";  // where tools/fetch_data.sh puts the datasets
-  std::string dataset = "text";        // text | mnist | fashion-mnist
+  std::string dataset = "text";        // text | mnist | fashion-mnist | synthetic (built-in, for
+                                       // tests and benchmarks: models/run_data.h)
   double mlm_probability = 0.15;
   bool augment = true;  // ViT: random crop (and flip for fashion-mnist)
 };
@@ -94,8 +95,9 @@ void set_value(RunConfig& config, const std::string& key, const std::string& val
 void set_assignment(RunConfig& config, const std::string& assignment);
 // Applies a JSON object: nested ({"model": {"hidden": 384}}) or dotted ({"model.hidden": 384}).
 void apply_json(RunConfig& config, const nlohmann::json& json);
-// Reads a JSON config file: an optional "preset" key is applied first, then every other key.
-RunConfig load_config_file(const std::string& path);
+// Reads a JSON config file on top of `base`: an optional "preset" key replaces the base first,
+// then every other key is applied.
+RunConfig load_config_file(const std::string& path, const RunConfig& base = RunConfig{});
 
 // Cross-field checks (hidden divisible by heads, patch size dividing the image, ...).
 void validate(const RunConfig& config);

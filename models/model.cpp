@@ -5,6 +5,7 @@
 #include "models/vit.h"
 #include "tensor/create.h"
 #include "tensor/error.h"
+#include "tensor/shape.h"
 #include "tensor/view.h"
 
 namespace qt::models {
@@ -12,6 +13,41 @@ namespace qt::models {
 Model::Model(const ModelConfig& config, uint64_t seed)
     : config(config), dropout_state(std::make_shared<nn::DropoutState>()) {
   dropout_state->seed = seed;
+}
+
+ModuleGroup& ModuleGroup::group(const std::string& name) {
+  for (const auto& [existing, child] : groups_)
+    if (existing == name) return *child;
+  auto child = add(name, std::make_shared<ModuleGroup>());
+  groups_.emplace_back(name, child);
+  return *child;
+}
+
+ModuleGroup& Model::group_at(const std::string& path) {
+  // "a.b.c" -> components a, b, c: a is a child group of the model, b of a, c of b.
+  std::vector<std::string> parts;
+  for (size_t begin = 0;;) {
+    const size_t end = path.find('.', begin);
+    parts.push_back(path.substr(begin, end == std::string::npos ? end : end - begin));
+    if (end == std::string::npos) break;
+    begin = end + 1;
+  }
+  ModuleGroup* group = nullptr;
+  for (const auto& [existing, child] : groups_)
+    if (existing == parts[0]) group = child.get();
+  if (group == nullptr) {
+    auto child = register_module(parts[0], std::make_shared<ModuleGroup>());
+    groups_.emplace_back(parts[0], child);
+    group = child.get();
+  }
+  for (size_t i = 1; i < parts.size(); ++i) group = &group->group(parts[i]);
+  return *group;
+}
+
+Tensor Model::register_parameter_at(const std::string& path, Tensor value) {
+  const size_t dot = path.rfind('.');
+  if (dot == std::string::npos) return register_parameter(path, std::move(value));
+  return group_at(path.substr(0, dot)).add_parameter(path.substr(dot + 1), std::move(value));
 }
 
 int64_t Model::count_labels(const Tensor& labels) {
@@ -29,6 +65,33 @@ std::shared_ptr<Model> build_model(const ModelConfig& config, uint64_t seed) {
   if (config.family == "opt") return std::make_shared<Opt>(config, seed);
   if (config.family == "vit") return std::make_shared<Vit>(config, seed);
   fail("model: unknown family '{}' (expected bert, opt or vit)", config.family);
+}
+
+void check_input_ids(const Tensor& input_ids, const ModelConfig& config, const char* model) {
+  QT_CHECK(input_ids.defined(), "{}: the batch has no input_ids", model);
+  QT_CHECK(input_ids.dim() == 2 && input_ids.dtype() == DType::i64,
+           "{}: input_ids must be i64 [B, T], got {} {}", model, dtype_name(input_ids.dtype()),
+           shape_str(input_ids.shape()));
+  const int64_t T = input_ids.size(1);
+  QT_CHECK(input_ids.size(0) >= 1 && T >= 1, "{}: input_ids {} is empty", model,
+           shape_str(input_ids.shape()));
+  QT_CHECK(T <= config.max_length, "{}: sequence length {} exceeds model.max_length = {}", model, T,
+           config.max_length);
+  const Tensor dense = ops::contiguous(input_ids);
+  const int64_t* ids = dense.data<int64_t>();
+  for (int64_t i = 0; i < dense.numel(); ++i) {
+    QT_CHECK(ids[i] >= 0 && ids[i] < config.vocab_size,
+             "{}: input_ids {} holds token id {} at flat position {}, outside the vocabulary "
+             "[0, model.vocab_size = {})",
+             model, shape_str(input_ids.shape()), ids[i], i, config.vocab_size);
+  }
+}
+
+void check_text_labels(const Tensor& labels, const Tensor& input_ids, const char* model) {
+  QT_CHECK(labels.defined(), "{}: the batch has no labels", model);
+  QT_CHECK(labels.dtype() == DType::i64 && labels.shape() == input_ids.shape(),
+           "{}: labels must be i64 with the shape of input_ids {}, got {} {}", model,
+           shape_str(input_ids.shape()), dtype_name(labels.dtype()), shape_str(labels.shape()));
 }
 
 nn::BlockOptions block_options(const ModelConfig& config, int64_t layer) {

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "models/config.h"
 #include "nn/attention.h"
@@ -28,6 +30,25 @@ struct Batch {
 
 constexpr int64_t kIgnoreIndex = -100;
 
+// A module that only groups others under a name. nn::Module names contain no '.', so a model that
+// wants dotted, HF-like paths ("encoder.layer.3.ffn_in.weight") registers the block as child "3"
+// of the group "layer" of the group "encoder" (Model::register_module_at does the walking).
+class ModuleGroup : public nn::Module {
+ public:
+  // The child group `name`, created and registered on first use.
+  ModuleGroup& group(const std::string& name);
+  template <typename M>
+  std::shared_ptr<M> add(const std::string& name, std::shared_ptr<M> child) {
+    return register_module(name, std::move(child));
+  }
+  Tensor add_parameter(const std::string& name, Tensor value) {
+    return register_parameter(name, std::move(value));
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::shared_ptr<ModuleGroup>>> groups_;
+};
+
 class Model : public nn::Module {
  public:
   Model(const ModelConfig& config, uint64_t seed);
@@ -42,9 +63,31 @@ class Model : public nn::Module {
   ModelConfig config;
   // Shared by every dropout site: the trainer sets `step` before each forward (nn/dropout.h).
   std::shared_ptr<nn::DropoutState> dropout_state;
+
+ protected:
+  // Register a child module / a parameter under a dotted path ("encoder.layer.3",
+  // "head.bias"): every component but the last names a ModuleGroup, created on first use, so the
+  // parameter names come out as the path plus the child's own names.
+  template <typename M>
+  std::shared_ptr<M> register_module_at(const std::string& path, std::shared_ptr<M> child) {
+    const size_t dot = path.rfind('.');
+    if (dot == std::string::npos) return register_module(path, std::move(child));
+    return group_at(path.substr(0, dot)).add(path.substr(dot + 1), std::move(child));
+  }
+  Tensor register_parameter_at(const std::string& path, Tensor value);
+
+ private:
+  ModuleGroup& group_at(const std::string& path);  // "a.b.c": group c of group b of group a
+  std::vector<std::pair<std::string, std::shared_ptr<ModuleGroup>>> groups_;
 };
 
 std::shared_ptr<Model> build_model(const ModelConfig& config, uint64_t seed);
+
+// Input checks shared by the text models; `model` names the model in the message ("bert", "opt").
+// input_ids: defined, i64 [B, T] with B >= 1, 1 <= T <= config.max_length and every id in
+// [0, config.vocab_size). labels: defined, i64, the shape of input_ids.
+void check_input_ids(const Tensor& input_ids, const ModelConfig& config, const char* model);
+void check_text_labels(const Tensor& labels, const Tensor& input_ids, const char* model);
 
 // The block options of one layer from the model config (attention variant, LN placement, FFN).
 nn::BlockOptions block_options(const ModelConfig& config, int64_t layer);

@@ -13,18 +13,19 @@ namespace qt::models {
 
 Opt::Opt(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
   nn::InitRng rng{seed, 0};
-  token_embeddings = register_module("decoder.embed_tokens",
-                                     std::make_shared<nn::Embedding>(c.vocab_size, c.hidden, rng));
-  position_embeddings = register_module(
+  token_embeddings = register_module_at(
+      "decoder.embed_tokens", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden, rng));
+  position_embeddings = register_module_at(
       "decoder.embed_positions",
       std::make_shared<nn::Embedding>(c.max_length + kPositionOffset, c.hidden, rng));
-  // HF OPT has no embedding dropout; its residual dropouts live in the blocks.
+  // HF OPT has no embedding dropout (so there is no module for one); its residual dropouts live
+  // in the blocks.
   for (int64_t l = 0; l < c.layers; ++l) {
     auto block = std::make_shared<nn::TransformerBlock>(block_options(c, l), dropout_state, rng);
-    layers.push_back(register_module("decoder.layers." + std::to_string(l), block));
+    layers.push_back(register_module_at("decoder.layers." + std::to_string(l), block));
   }
-  final_layer_norm = register_module("decoder.final_layer_norm",
-                                     std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
+  final_layer_norm = register_module_at(
+      "decoder.final_layer_norm", std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
 
   // HF OPT init: N(0, init_std) for embeddings and FFN, zero biases; q/k/v/out_proj keep PyTorch's
   // default uniform init, as the paper's repo replaces the attention module (spec §3.2, §8.4).
@@ -39,12 +40,8 @@ Opt::Opt(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
 }
 
 Tensor Opt::decode(const Tensor& input_ids) const {
-  QT_CHECK(input_ids.dim() == 2 && input_ids.dtype() == DType::i64,
-           "opt: input_ids must be i64 [B, T], got {} {}", dtype_name(input_ids.dtype()),
-           shape_str(input_ids.shape()));
+  check_input_ids(input_ids, config, "opt");
   const int64_t T = input_ids.size(1);
-  QT_CHECK(T <= config.max_length, "opt: sequence length {} exceeds model.max_length = {}", T,
-           config.max_length);
   const Tensor positions = ops::arange(kPositionOffset, T + kPositionOffset, 1, DType::i64);
   Tensor h = qt::add(token_embeddings->forward(input_ids), position_embeddings->forward(positions));
   for (const auto& block : layers) h = block->forward(h);
@@ -52,8 +49,8 @@ Tensor Opt::decode(const Tensor& input_ids) const {
 }
 
 Tensor Opt::loss(const Batch& batch, double label_smoothing) const {
-  QT_CHECK(batch.labels.defined() && batch.labels.shape() == batch.input_ids.shape(),
-           "opt: labels must have the shape of input_ids {}", shape_str(batch.input_ids.shape()));
+  check_input_ids(batch.input_ids, config, "opt");
+  check_text_labels(batch.labels, batch.input_ids, "opt");
   const Tensor h = decode(batch.input_ids);
   const LabelledRows rows = labelled_rows(batch.labels);
   const Tensor flat = qt::reshape(h, {h.size(0) * h.size(1), h.size(2)});

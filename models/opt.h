@@ -6,6 +6,12 @@
 //
 // Labels come from data/ already shifted (label at t = token at t+1, -100 at the end), so the
 // loss is a plain cross-entropy over the labelled positions.
+//
+// Parameter names (HF's layout; block names in nn/transformer_block.h):
+//   decoder.embed_tokens.weight [V, d]   decoder.embed_positions.weight [max_length + 2, d]
+//   decoder.layers.<l>.*                 decoder.final_layer_norm.{weight, bias}
+// Tested against a plain-PyTorch re-statement (tools/make_model_fixtures.py,
+// tests/test_models.cpp).
 #pragma once
 
 #include <memory>
@@ -28,7 +34,6 @@ class Opt : public Model {
   static constexpr int64_t kPositionOffset = 2;
 
   std::shared_ptr<nn::Embedding> token_embeddings, position_embeddings;
-  std::shared_ptr<nn::Dropout> embedding_dropout;
   std::vector<std::shared_ptr<nn::TransformerBlock>> layers;
   std::shared_ptr<nn::LayerNorm> final_layer_norm;
 };

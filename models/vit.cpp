@@ -6,6 +6,7 @@
 #include "nn/cross_entropy.h"
 #include "tensor/create.h"
 #include "tensor/error.h"
+#include "tensor/shape.h"
 
 namespace qt::models {
 
@@ -22,37 +23,43 @@ Vit::Vit(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
   QT_CHECK(c.image_size % c.patch_size == 0, "vit: patch_size {} does not divide image_size {}",
            c.patch_size, c.image_size);
   nn::InitRng rng{seed, 0};
-  patch_embedding = register_module("patch_embedding",
-                                    std::make_shared<nn::Linear>(patch_dim(), c.hidden, true, rng));
+  patch_embedding = register_module_at(
+      "patch_embedding", std::make_shared<nn::Linear>(patch_dim(), c.hidden, true, rng));
   if (c.patch_layer_norm)
-    patch_layer_norm = register_module("patch_layer_norm",
-                                       std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
-  cls_token = register_parameter("cls_token", rng.normal({1, 1, c.hidden}, 0.02));
-  position_embeddings =
-      register_parameter("position_embeddings", rng.normal({1, num_patches() + 1, c.hidden}, 0.02));
+    patch_layer_norm = register_module_at(
+        "patch_layer_norm", std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
+  cls_token = register_parameter_at("cls_token", rng.normal({1, 1, c.hidden}, c.init_std));
+  position_embeddings = register_parameter_at(
+      "position_embeddings", rng.normal({1, num_patches() + 1, c.hidden}, c.init_std));
   for (int64_t l = 0; l < c.layers; ++l) {
     auto block = std::make_shared<nn::TransformerBlock>(block_options(c, l), dropout_state, rng);
-    layers.push_back(register_module("layers." + std::to_string(l), block));
+    layers.push_back(register_module_at("layers." + std::to_string(l), block));
   }
   final_layer_norm =
-      register_module("layer_norm", std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
+      register_module_at("layer_norm", std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
   classifier =
-      register_module("head", std::make_shared<nn::Linear>(c.hidden, c.num_classes, true, rng));
-  // timm-style init: N(0, 0.02) (timm truncates at 2 std) for the FFN and the head, zero biases;
-  // the patch embedding keeps the default (timm's conv init), attention as nn/attention.h.
+      register_module_at("head", std::make_shared<nn::Linear>(c.hidden, c.num_classes, true, rng));
+  // timm-style init: N(0, init_std = 0.02) (timm truncates at 2 std) for the CLS token, the
+  // positions, the FFN and the head, zero biases; the patch embedding keeps the default (timm's
+  // conv init: U(+-1/sqrt(fan_in))), attention as nn/attention.h.
   for (const auto& block : layers) {
     for (const auto& linear : {block->ffn_in, block->ffn_out}) {
-      init_normal(linear->weight, 0.02, rng);
+      init_normal(linear->weight, c.init_std, rng);
       init_zeros(linear->bias);
     }
   }
-  init_normal(classifier->weight, 0.02, rng);
+  init_normal(classifier->weight, c.init_std, rng);
   init_zeros(classifier->bias);
 }
 
 Tensor Vit::encode(const Tensor& patches) const {
-  QT_CHECK(patches.dim() == 3 && patches.size(1) == num_patches() && patches.size(2) == patch_dim(),
-           "vit: images must be patchified [B, {}, {}], got {}", num_patches(), patch_dim(),
+  QT_CHECK(patches.defined(), "vit: the batch has no images");
+  QT_CHECK(patches.dim() == 3 && patches.size(0) >= 1 && patches.size(1) == num_patches() &&
+               patches.size(2) == patch_dim() && patches.dtype() == DType::f32,
+           "vit: images must be patchified f32 [B, {}, {}] ({}x{} image, {}x{} patches, {} "
+           "channels), got {} {}",
+           num_patches(), patch_dim(), config.image_size, config.image_size, config.patch_size,
+           config.patch_size, config.channels, dtype_name(patches.dtype()),
            shape_str(patches.shape()));
   const int64_t B = patches.size(0);
   Tensor x = patch_embedding->forward(patches);
@@ -68,9 +75,13 @@ Tensor Vit::logits(const Batch& batch) const {
 }
 
 Tensor Vit::loss(const Batch& batch, double label_smoothing) const {
-  QT_CHECK(batch.labels.defined() && batch.labels.dim() == 1, "vit: labels must be i64 [B], got {}",
-           batch.labels.defined() ? shape_str(batch.labels.shape()) : std::string("none"));
-  return nn::cross_entropy(logits(batch), batch.labels, kIgnoreIndex, label_smoothing);
+  QT_CHECK(batch.labels.defined(), "vit: the batch has no labels");
+  const Tensor scores = logits(batch);
+  QT_CHECK(batch.labels.dtype() == DType::i64 && batch.labels.dim() == 1 &&
+               batch.labels.size(0) == scores.size(0),
+           "vit: labels must be i64 [B] = [{}], got {} {}", scores.size(0),
+           dtype_name(batch.labels.dtype()), shape_str(batch.labels.shape()));
+  return nn::cross_entropy(scores, batch.labels, kIgnoreIndex, label_smoothing);
 }
 
 }  // namespace qt::models

@@ -5,6 +5,13 @@
 //   x = [CLS; x] + E_pos                           ([B, N+1, d])
 //   x = TransformerBlock_l(x)                      (pre-LN, GELU)
 //   logits = head(LN_final(x)[:, 0])
+//
+// Parameter names (block names in nn/transformer_block.h):
+//   patch_embedding.{weight [d, p*p*C], bias}   patch_layer_norm.{weight, bias} (if enabled)
+//   cls_token [1, 1, d]   position_embeddings [1, N+1, d]   layers.<l>.*
+//   layer_norm.{weight, bias} (final)           head.{weight [classes, d], bias}
+// Tested against a plain-PyTorch re-statement (tools/make_model_fixtures.py,
+// tests/test_models.cpp).
 #pragma once
 
 #include <memory>

@@ -1,12 +1,14 @@
 // Multi-head self-attention with clipped softmax and gating (formulas in attention.h): the
 // projections and the gate are ordinary modules; the part between them (scores -> mask ->
-// softmax -> clip -> dropout -> P V -> gate) is nn/attention_core.*.
+// softmax -> clip -> dropout -> P V -> gate) is nn/attention_core.*. The fused path hands the
+// Q/K/V projections to the core too (attention_core_projected: one GEMM for all three).
 #include "nn/attention.h"
 
 #include <algorithm>
 #include <cctype>
 
 #include "autograd/functions.h"
+#include "nn/activation_tap.h"
 #include "nn/attention_core.h"
 #include "nn/attention_gate.h"
 #include "nn/clipped_softmax.h"
@@ -90,13 +92,21 @@ Tensor Attention::forward(const Tensor& x, const Tensor& key_padding_mask) const
     core.dropout_seed = dropout_state->seed;
     core.dropout_stream = dropout_stream(options.dropout_layer_id, dropout_state->step);
   }
-  const Tensor q = query->forward(x), k = key->forward(x), v = value->forward(x);
   // The gate reads the same x as the projections; pi [B, T, H].
   Tensor pi;
   if (gate) pi = std::static_pointer_cast<AttentionGate>(gate)->forward(x);
-  const Tensor context = options.fused
-                             ? attention_core(q, k, v, pi, key_padding_mask, core)
-                             : attention_core_composed(q, k, v, pi, key_padding_mask, core);
+  Tensor context;
+  // While activation taps are installed (nn/activation_tap.h) the composed path runs, so that the
+  // query / key / value Linear outputs exist as tensors to observe.
+  if (options.fused && !taps_active()) {
+    // Q, K, V projections and the core as one op (one GEMM for the three projections).
+    const QkvWeights weights{query->weight, query->bias,   key->weight,
+                             key->bias,     value->weight, value->bias};
+    context = attention_core_projected(x, weights, pi, key_padding_mask, core);
+  } else {
+    const Tensor q = query->forward(x), k = key->forward(x), v = value->forward(x);
+    context = attention_core_composed(q, k, v, pi, key_padding_mask, core);
+  }
   return output->forward(context);
 }
 

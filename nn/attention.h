@@ -8,7 +8,9 @@
 //   out     = concat_i(C_i) W_o^T + b_o
 //
 // The core (S -> P -> dropout -> P V -> gate) has a fused forward and hand-written backward
-// (nn/attention_core.*); the same computation composed from autograd ops is kept for
+// (nn/attention_core.*), which in the module also computes the Q/K/V projections with one GEMM
+// against the three weights stacked (the parameters stay the three Linear children); the same
+// computation composed from autograd ops (three Linear layers, matmul, softmax, ...) is kept for
 // cross-checking (`AttentionOptions::fused = false`).
 #pragma once
 

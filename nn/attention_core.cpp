@@ -16,6 +16,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -61,33 +62,17 @@ struct Validated {
   bool has_padding = false;
 };
 
-Validated validate(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gate,
-                   const Tensor& key_padding_mask, const AttentionCoreOptions& options,
-                   const char* op) {
-  for (const Tensor* t : {&q, &k, &v}) {
-    check_defined(*t, op);
-    check_floating(*t, op);
-  }
-  check_same_dtype(q, k, op);
-  check_same_dtype(q, v, op);
-  QT_CHECK(q.dim() == 3, "{}: q must be [B, T, d], got {}", op, shape_str(q.shape()));
-  QT_CHECK(k.shape() == q.shape() && v.shape() == q.shape(),
-           "{}: q, k, v shapes differ: {}, {}, {}", op, shape_str(q.shape()), shape_str(k.shape()),
-           shape_str(v.shape()));
-  const int64_t heads = options.heads;
-  QT_CHECK(heads >= 1 && q.shape()[2] % heads == 0,
-           "{}: hidden size {} is not divisible by heads = {}", op, q.shape()[2], heads);
+// Checks the options, the gate [B, T, H] and the key padding mask [B, T] against the geometry in
+// out.g, and fills out.gate (contiguous), out.key_ok and out.has_padding.
+void validate_gate_mask_options(const Tensor& reference, const Tensor& gate,
+                                const Tensor& key_padding_mask, const AttentionCoreOptions& options,
+                                const char* op, Validated& out) {
   if (options.clipped) check_clip_range(options.gamma, options.zeta, op);
   QT_CHECK(options.dropout >= 0.0f && options.dropout < 1.0f,
            "{}: dropout probability {} is outside [0, 1)", op, options.dropout);
-  Validated out;
-  out.g = {q.shape()[0], q.shape()[1], q.shape()[2], heads, q.shape()[2] / heads};
-  out.q = ops::contiguous(q);
-  out.k = ops::contiguous(k);
-  out.v = ops::contiguous(v);
   if (gate.defined()) {
-    check_same_dtype(q, gate, op);
-    const Shape expected = {out.g.batch, out.g.length, heads};
+    check_same_dtype(reference, gate, op);
+    const Shape expected = {out.g.batch, out.g.length, out.g.heads};
     QT_CHECK(gate.shape() == expected, "{}: gate must be [B, T, H] = {}, got {}", op,
              shape_str(expected), shape_str(gate.shape()));
     out.gate = ops::contiguous(gate);
@@ -111,6 +96,30 @@ Validated validate(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
     }
     out.has_padding = true;
   }
+}
+
+Validated validate(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gate,
+                   const Tensor& key_padding_mask, const AttentionCoreOptions& options,
+                   const char* op) {
+  for (const Tensor* t : {&q, &k, &v}) {
+    check_defined(*t, op);
+    check_floating(*t, op);
+  }
+  check_same_dtype(q, k, op);
+  check_same_dtype(q, v, op);
+  QT_CHECK(q.dim() == 3, "{}: q must be [B, T, d], got {}", op, shape_str(q.shape()));
+  QT_CHECK(k.shape() == q.shape() && v.shape() == q.shape(),
+           "{}: q, k, v shapes differ: {}, {}, {}", op, shape_str(q.shape()), shape_str(k.shape()),
+           shape_str(v.shape()));
+  const int64_t heads = options.heads;
+  QT_CHECK(heads >= 1 && q.shape()[2] % heads == 0,
+           "{}: hidden size {} is not divisible by heads = {}", op, q.shape()[2], heads);
+  Validated out;
+  out.g = {q.shape()[0], q.shape()[1], q.shape()[2], heads, q.shape()[2] / heads};
+  validate_gate_mask_options(q, gate, key_padding_mask, options, op, out);
+  out.q = ops::contiguous(q);
+  out.k = ops::contiguous(k);
+  out.v = ops::contiguous(v);
   return out;
 }
 
@@ -176,44 +185,52 @@ void dropped_clipped_row_from_stored(const T* stored, T* y, int64_t n,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward. Returns C [B, T, d]; fills P [B, H, T, T] and (when gated) the ungated O [B, T, d].
+// The operands of one call, as raw row-major buffers. q, k, v are [B, T, *] with row stride `ld`
+// (d when they are separate [B, T, d] tensors; 3d when they are the column blocks of one
+// [B, T, 3d] QKV buffer); head h of row (b, t) is the d_h values at column h*d_h.
 template <typename T>
-Tensor fused_forward(const Validated& in, const AttentionCoreOptions& options, Tensor& P,
-                     Tensor& ungated) {
+struct CoreOperands {
+  Geometry g;
+  const T *q, *k, *v;
+  int64_t ld;
+  const T* pi;  // gate probabilities [B, T, H], or null
+  const uint8_t* key_ok;
+  bool has_padding;
+};
+
+// Forward. Writes C [B, T, d] (contiguous), P [B, H, T, T] and, when gated, the ungated O.
+template <typename T>
+void fused_forward(const CoreOperands<T>& in, const AttentionCoreOptions& options, T* p_all, T* c,
+                   T* ungated) {
   const Geometry& g = in.g;
-  const int64_t B = g.batch, L = g.length, d = g.hidden, H = g.heads, dh = g.head_dim;
-  const bool gated = in.gate.defined();
+  const int64_t L = g.length, d = g.hidden, H = g.heads, dh = g.head_dim, ld = in.ld;
+  const bool gated = in.pi != nullptr;
   const bool transform = options.clipped || options.dropout > 0.0f;  // Y~ differs from P
-  P = Tensor::empty({B, H, L, L}, in.q.dtype());
-  Tensor C = Tensor::empty({B, L, d}, in.q.dtype());
-  if (gated) ungated = Tensor::empty({B, L, d}, in.q.dtype());
-  const T* q = in.q.data<T>();
-  const T* k = in.k.data<T>();
-  const T* v = in.v.data<T>();
-  const T* pi = gated ? in.gate.data<T>() : nullptr;
-  T* p_all = P.data<T>();
-  T* c = C.data<T>();
-  T* o = gated ? ungated.data<T>() : c;
+  const T* q = in.q;
+  const T* k = in.k;
+  const T* v = in.v;
+  const T* pi = in.pi;
+  T* o = gated ? ungated : c;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
   const T lowest = std::numeric_limits<T>::lowest();
   const bool masked = options.causal || in.has_padding;
-  const uint8_t* key_ok = in.key_ok.data();
+  const uint8_t* key_ok = in.key_ok;
 
   const int threads = num_threads();
   // Per thread: the T x T block Y~ and, with dropout, its T x T keep mask.
   std::vector<T> scratch(transform ? static_cast<size_t>(threads) * L * L : 0);
   std::vector<uint8_t> keep_scratch(options.dropout > 0.0f ? static_cast<size_t>(threads) * L * L
                                                            : 0);
-  const int64_t blocks = B * H;
+  const int64_t blocks = g.batch * H;
 #pragma omp parallel for schedule(static) \
     num_threads(threads) if (blocks * L * L * dh > kParallelThreshold)
   for (int64_t bh = 0; bh < blocks; ++bh) {
     const int64_t b = bh / H, h = bh % H;
-    const int64_t head_offset = b * L * d + h * dh;  // element (b, t=0, column h*dh)
+    const int64_t in_offset = b * L * ld + h * dh;  // element (b, t=0, column h*dh) of q / k / v
+    const int64_t out_offset = b * L * d + h * dh;  // the same in the [B, T, d] outputs
     T* p = p_all + bh * L * L;
     // S = scale * Q_h K_h^T
-    gemm(Trans::no, Trans::yes, L, L, dh, scale, q + head_offset, d, k + head_offset, d, T(0), p,
-         L);
+    gemm(Trans::no, Trans::yes, L, L, dh, scale, q + in_offset, ld, k + in_offset, ld, T(0), p, L);
     for (int64_t i = 0; i < L; ++i) {
       T* row = p + i * L;
       if (masked) {
@@ -236,81 +253,79 @@ Tensor fused_forward(const Validated& in, const AttentionCoreOptions& options, T
       y = w;
     }
     // O_h = Y~ V_h, written into columns [h*dh, (h+1)*dh) of the [B, T, d] output
-    gemm(Trans::no, Trans::no, L, dh, L, T(1), y, L, v + head_offset, d, T(0), o + head_offset, d);
+    gemm(Trans::no, Trans::no, L, dh, L, T(1), y, L, v + in_offset, ld, T(0), o + out_offset, d);
     if (gated) {
       for (int64_t t = 0; t < L; ++t) {
         const T gate_value = pi[(b * L + t) * H + h];
-        const T* o_row = o + head_offset + t * d;
-        T* c_row = c + head_offset + t * d;
+        const T* o_row = o + out_offset + t * d;
+        T* c_row = c + out_offset + t * d;
         for (int64_t j = 0; j < dh; ++j) c_row[j] = gate_value * o_row[j];
       }
     }
   }
-  return C;
 }
 
-// Backward: gradients of q, k, v, gate (undefined where not needed).
+// Where the backward writes: dq, dk, dv with row stride ld_grad (null when not wanted; dq and dk
+// come together), dpi [B, T, H] (null when not wanted).
 template <typename T>
-std::vector<Tensor> fused_backward(const Validated& in, const AttentionCoreOptions& options,
-                                   const Tensor& P, const Tensor& ungated, const Tensor& grad_c,
-                                   const std::vector<bool>& needs) {
+struct CoreGradients {
+  T *dq = nullptr, *dk = nullptr, *dv = nullptr;
+  int64_t ld_grad = 0;
+  T* dpi = nullptr;
+};
+
+// Backward from dC [B, T, d] (contiguous).
+template <typename T>
+void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& options, const T* p_all,
+                    const T* ungated, const T* dc, const CoreGradients<T>& out) {
   const Geometry& g = in.g;
-  const int64_t B = g.batch, L = g.length, d = g.hidden, H = g.heads, dh = g.head_dim;
-  const bool gated = in.gate.defined();
+  const int64_t L = g.length, d = g.hidden, H = g.heads, dh = g.head_dim, ld = in.ld;
+  const int64_t ld_grad = out.ld_grad;
+  const bool gated = in.pi != nullptr;
   const bool transform = options.clipped || options.dropout > 0.0f;
-  const bool need_qk = needs[0] || needs[1];
-  const bool need_v = needs[2];
-  const bool need_gate = gated && needs[3];
-  const Tensor dc_tensor = ops::contiguous(grad_c);
-  std::vector<Tensor> grads(4);
-  // Each block writes its full column slice of dq / dk / dv, so empty() is fully overwritten.
-  if (need_qk) {
-    grads[0] = Tensor::empty({B, L, d}, in.q.dtype());
-    grads[1] = Tensor::empty({B, L, d}, in.q.dtype());
-  }
-  if (need_v) grads[2] = Tensor::empty({B, L, d}, in.q.dtype());
-  if (need_gate) grads[3] = Tensor::empty({B, L, H}, in.q.dtype());
-  const T* q = in.q.data<T>();
-  const T* k = in.k.data<T>();
-  const T* v = in.v.data<T>();
-  const T* pi = gated ? in.gate.data<T>() : nullptr;
-  const T* o = gated ? ungated.data<T>() : nullptr;
-  const T* p_all = P.data<T>();
-  const T* dc = dc_tensor.data<T>();
-  T* dq = need_qk ? grads[0].data<T>() : nullptr;
-  T* dk = need_qk ? grads[1].data<T>() : nullptr;
-  T* dv = need_v ? grads[2].data<T>() : nullptr;
-  T* dpi = need_gate ? grads[3].data<T>() : nullptr;
+  const bool need_qk = out.dq != nullptr;
+  const bool need_v = out.dv != nullptr;
+  const T* q = in.q;
+  const T* k = in.k;
+  const T* v = in.v;
+  const T* pi = in.pi;
+  const T* o = ungated;
+  T* dq = out.dq;
+  T* dk = out.dk;
+  T* dv = out.dv;
+  T* dpi = out.dpi;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
   const T clip_scale = static_cast<T>(options.zeta - options.gamma);
   const T gamma = static_cast<T>(options.gamma);
   const T keep_scale = static_cast<T>(1.0 / (1.0 - static_cast<double>(options.dropout)));
   const bool masked = options.causal || in.has_padding;
-  const uint8_t* key_ok = in.key_ok.data();
+  const uint8_t* key_ok = in.key_ok;
 
   const int threads = num_threads();
   // Per thread: one T x T block (Y~, then dY~ -> dS) and one T x d_h block (dO when gated).
   const size_t per_thread = static_cast<size_t>(L) * L + (gated ? static_cast<size_t>(L) * dh : 0);
   std::vector<T> scratch(static_cast<size_t>(threads) * per_thread);
-  const int64_t blocks = B * H;
+  const int64_t blocks = g.batch * H;
 #pragma omp parallel for schedule(static) \
     num_threads(threads) if (blocks * L * L * dh > kParallelThreshold)
   for (int64_t bh = 0; bh < blocks; ++bh) {
     const int64_t b = bh / H, h = bh % H;
-    const int64_t head_offset = b * L * d + h * dh;
+    const int64_t in_offset = b * L * ld + h * dh;
+    const int64_t grad_offset = b * L * ld_grad + h * dh;
+    const int64_t out_offset = b * L * d + h * dh;
     const T* p = p_all + bh * L * L;
     T* block = scratch.data() + static_cast<size_t>(omp_get_thread_num()) * per_thread;
     T* d_out = block + static_cast<size_t>(L) * L;  // dO scratch (gated only)
 
     // Gate: dpi[t] = sum_j dC[t, j] O[t, j];  dO = pi * dC.
-    const T* d_o = dc + head_offset;
+    const T* d_o = dc + out_offset;
     int64_t ld_do = d;
     if (gated) {
       for (int64_t t = 0; t < L; ++t) {
-        const T* dc_row = dc + head_offset + t * d;
-        const T* o_row = o + head_offset + t * d;
+        const T* dc_row = dc + out_offset + t * d;
+        const T* o_row = o + out_offset + t * d;
         const T gate_value = pi[(b * L + t) * H + h];
-        if (need_gate) {
+        if (dpi != nullptr) {
           T total = 0;
           for (int64_t j = 0; j < dh; ++j) total += dc_row[j] * o_row[j];
           dpi[(b * L + t) * H + h] = total;
@@ -329,13 +344,14 @@ std::vector<Tensor> fused_backward(const Validated& in, const AttentionCoreOptio
         dropped_clipped_row_from_stored(p, block, L * L, options);
         y = block;
       }
-      gemm(Trans::yes, Trans::no, L, dh, L, T(1), y, L, d_o, ld_do, T(0), dv + head_offset, d);
+      gemm(Trans::yes, Trans::no, L, dh, L, T(1), y, L, d_o, ld_do, T(0), dv + grad_offset,
+           ld_grad);
     }
     if (!need_qk) continue;
 
     // dY~ = dO V_h^T, then per row: undo dropout, clip mask, softmax backward.
     T* ds = block;
-    gemm(Trans::no, Trans::yes, L, L, dh, T(1), d_o, ld_do, v + head_offset, d, T(0), ds, L);
+    gemm(Trans::no, Trans::yes, L, L, dh, T(1), d_o, ld_do, v + in_offset, ld, T(0), ds, L);
     for (int64_t i = 0; i < L; ++i) {
       T* row = ds + i * L;
       const T* stored_row = p + i * L;
@@ -366,12 +382,73 @@ std::vector<Tensor> fused_backward(const Validated& in, const AttentionCoreOptio
       }
     }
     // dQ_h = scale * dS K_h;  dK_h = scale * dS^T Q_h
-    gemm(Trans::no, Trans::no, L, dh, L, scale, ds, L, k + head_offset, d, T(0), dq + head_offset,
-         d);
-    gemm(Trans::yes, Trans::no, L, dh, L, scale, ds, L, q + head_offset, d, T(0), dk + head_offset,
-         d);
+    gemm(Trans::no, Trans::no, L, dh, L, scale, ds, L, k + in_offset, ld, T(0), dq + grad_offset,
+         ld_grad);
+    gemm(Trans::yes, Trans::no, L, dh, L, scale, ds, L, q + in_offset, ld, T(0), dk + grad_offset,
+         ld_grad);
   }
-  return grads;
+}
+
+// Runs f(float{}) or f(double{}) for an f32 / f64 dtype (the core's inputs are checked floating).
+template <typename F>
+void dispatch_float(DType dtype, F&& f) {
+  if (dtype == DType::f32)
+    f(float{});
+  else
+    f(double{});
+}
+
+template <typename T>
+T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+template <typename T>
+CoreOperands<T> operands(const Validated& in, const T* q, const T* k, const T* v, int64_t ld) {
+  return {in.g, q, k, v, ld, data_or_null<T>(in.gate), in.key_ok.data(), in.has_padding};
+}
+template <typename T>
+CoreOperands<T> operands(const Validated& in, const Tensor& q, const Tensor& k, const Tensor& v,
+                         int64_t ld) {
+  return operands<T>(in, q.data<T>(), k.data<T>(), v.data<T>(), ld);
+}
+
+const char* const kQkvParameterNames[] = {"query.weight", "query.bias",   "key.weight",
+                                          "key.bias",     "value.weight", "value.bias"};
+
+// QKV [rows, 3d] = X [rows, d] W^T + b for the stacked W [3d, d], b [3d]: the bias rows are written
+// first and the GEMM accumulates onto them (beta = 1), as nn::linear does.
+template <typename T>
+void project_qkv(const T* x, const T* weight, const T* bias, int64_t rows, int64_t d, T* qkv) {
+  const int64_t width = 3 * d;
+#pragma omp parallel for schedule(static) if (rows * width > kParallelThreshold)
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(qkv + r * width, bias, width * sizeof(T));
+  gemm(Trans::no, Trans::yes, rows, width, d, T(1), x, d, weight, d, T(1), qkv, width);
+}
+
+// sums[j] = sum_r m[r, j] for m [rows, cols]: fixed chunks of kColumnSumChunk rows, each summed by
+// one thread in row order, the chunk partials then added in chunk order (as nn::linear's bias
+// gradient), so the result does not depend on the thread count.
+constexpr int64_t kColumnSumChunk = 256;
+
+template <typename T>
+void column_sums(const T* m, int64_t rows, int64_t cols, T* sums) {
+  const int64_t chunks = std::max<int64_t>(1, (rows + kColumnSumChunk - 1) / kColumnSumChunk);
+  std::vector<T> partials(static_cast<size_t>(chunks * cols), T(0));
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelThreshold)
+  for (int64_t c = 0; c < chunks; ++c) {
+    T* partial = partials.data() + c * cols;
+    const int64_t end = std::min(rows, (c + 1) * kColumnSumChunk);
+    for (int64_t r = c * kColumnSumChunk; r < end; ++r) {
+      const T* row = m + r * cols;
+      for (int64_t j = 0; j < cols; ++j) partial[j] += row[j];
+    }
+  }
+  std::copy(partials.begin(), partials.begin() + cols, sums);
+  for (int64_t c = 1; c < chunks; ++c) {
+    const T* partial = partials.data() + c * cols;
+    for (int64_t j = 0; j < cols; ++j) sums[j] += partial[j];
+  }
 }
 
 }  // namespace
@@ -380,11 +457,16 @@ Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const T
                       const Tensor& key_padding_mask, const AttentionCoreOptions& options) {
   auto in = std::make_shared<Validated>(
       validate(q, k, v, gate, key_padding_mask, options, "attention_core"));
-  Tensor P, ungated, C;
-  if (in->q.dtype() == DType::f32)
-    C = fused_forward<float>(*in, options, P, ungated);
-  else
-    C = fused_forward<double>(*in, options, P, ungated);
+  const Geometry& g = in->g;
+  const DType dtype = in->q.dtype();
+  const Tensor P = Tensor::empty({g.batch, g.heads, g.length, g.length}, dtype);
+  const Tensor C = Tensor::empty({g.batch, g.length, g.hidden}, dtype);
+  const Tensor ungated = in->gate.defined() ? Tensor::empty(C.shape(), dtype) : Tensor();
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    fused_forward<T>(operands<T>(*in, in->q, in->k, in->v, g.hidden), options, P.data<T>(),
+                     C.data<T>(), data_or_null<T>(ungated));
+  });
   if (!any_requires_grad({q, k, v, gate})) return C;
   // The closure keeps the contiguous inputs (detached: the Node already holds the originals),
   // P and the ungated output; nothing that refers back to C.
@@ -395,9 +477,144 @@ Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const T
   return record(C, "attention_core", {q, k, v, gate},
                 [in, options, P, ungated](const Tensor& grad,
                                           const std::vector<bool>& needs) -> std::vector<Tensor> {
-                  if (in->q.dtype() == DType::f32)
-                    return fused_backward<float>(*in, options, P, ungated, grad, needs);
-                  return fused_backward<double>(*in, options, P, ungated, grad, needs);
+                  const Geometry& g = in->g;
+                  const DType dtype = in->q.dtype();
+                  const Tensor dc = ops::contiguous(grad);
+                  std::vector<Tensor> grads(4);
+                  // Each block writes its full column slice of dq / dk / dv, so empty() is fully
+                  // overwritten.
+                  if (needs[0] || needs[1]) {
+                    grads[0] = Tensor::empty(dc.shape(), dtype);
+                    grads[1] = Tensor::empty(dc.shape(), dtype);
+                  }
+                  if (needs[2]) grads[2] = Tensor::empty(dc.shape(), dtype);
+                  if (in->gate.defined() && needs[3])
+                    grads[3] = Tensor::empty({g.batch, g.length, g.heads}, dtype);
+                  dispatch_float(dtype, [&](auto tag) {
+                    using T = decltype(tag);
+                    CoreGradients<T> out;
+                    out.dq = data_or_null<T>(grads[0]);
+                    out.dk = data_or_null<T>(grads[1]);
+                    out.dv = data_or_null<T>(grads[2]);
+                    out.ld_grad = g.hidden;
+                    out.dpi = data_or_null<T>(grads[3]);
+                    fused_backward<T>(operands<T>(*in, in->q, in->k, in->v, g.hidden), options,
+                                      P.data<T>(), data_or_null<T>(ungated), dc.data<T>(), out);
+                  });
+                  return grads;
+                });
+}
+
+Tensor attention_core_projected(const Tensor& x, const QkvWeights& w, const Tensor& gate,
+                                const Tensor& key_padding_mask,
+                                const AttentionCoreOptions& options) {
+  const char* op = "attention_core_projected";
+  check_defined(x, op);
+  check_floating(x, op);
+  QT_CHECK(x.dim() == 3, "{}: x must be [B, T, d], got {}", op, shape_str(x.shape()));
+  const int64_t d = x.shape()[2];
+  const std::vector<Tensor> params = {w.query_weight, w.query_bias,   w.key_weight,
+                                      w.key_bias,     w.value_weight, w.value_bias};
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Tensor& t = params[i];
+    check_defined(t, op);
+    check_same_dtype(x, t, op);
+    const Shape expected = i % 2 == 0 ? Shape{d, d} : Shape{d};
+    QT_CHECK(t.shape() == expected, "{}: {} must be {} for x {}, got {}", op, kQkvParameterNames[i],
+             shape_str(expected), shape_str(x.shape()), shape_str(t.shape()));
+  }
+  const int64_t heads = options.heads;
+  QT_CHECK(heads >= 1 && d % heads == 0, "{}: hidden size {} is not divisible by heads = {}", op, d,
+           heads);
+  auto in = std::make_shared<Validated>();
+  in->g = {x.shape()[0], x.shape()[1], d, heads, d / heads};
+  validate_gate_mask_options(x, gate, key_padding_mask, options, op, *in);
+  const Geometry& g = in->g;
+  const DType dtype = x.dtype();
+  const int64_t rows = g.batch * g.length;
+
+  // The three weights stacked [3d, d] and biases [3d]: one GEMM projects Q, K and V at once.
+  Tensor stacked_weight = Tensor::empty({3 * d, d}, dtype);
+  Tensor stacked_bias = Tensor::empty({3 * d}, dtype);
+  for (int64_t part = 0; part < 3; ++part) {
+    ops::copy_into(ops::narrow(stacked_weight, 0, part * d, d), params[2 * part].detach());
+    ops::copy_into(ops::narrow(stacked_bias, 0, part * d, d), params[2 * part + 1].detach());
+  }
+  const Tensor x_matrix = ops::view(ops::contiguous(x.detach()), {rows, d});
+  const Tensor qkv = Tensor::empty({g.batch, g.length, 3 * d}, dtype);
+  const Tensor P = Tensor::empty({g.batch, g.heads, g.length, g.length}, dtype);
+  const Tensor C = Tensor::empty({g.batch, g.length, d}, dtype);
+  const Tensor ungated = in->gate.defined() ? Tensor::empty(C.shape(), dtype) : Tensor();
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    project_qkv<T>(x_matrix.data<T>(), stacked_weight.data<T>(), stacked_bias.data<T>(), rows, d,
+                   qkv.data<T>());
+    const T* base = qkv.data<T>();
+    fused_forward<T>(operands<T>(*in, base, base + d, base + 2 * d, 3 * d), options, P.data<T>(),
+                     C.data<T>(), data_or_null<T>(ungated));
+  });
+  std::vector<Tensor> inputs = {x};
+  inputs.insert(inputs.end(), params.begin(), params.end());
+  inputs.push_back(gate);
+  if (!any_requires_grad(inputs)) return C;
+  if (in->gate.defined()) in->gate = in->gate.detach();
+  return record(C, "attention_core_projected", inputs,
+                [in, options, x_matrix, stacked_weight, qkv, P, ungated](
+                    const Tensor& grad, const std::vector<bool>& needs) -> std::vector<Tensor> {
+                  // needs: x, query.weight, query.bias, key.weight, key.bias, value.weight,
+                  // value.bias, gate
+                  const Geometry& g = in->g;
+                  const int64_t d = g.hidden, rows = g.batch * g.length;
+                  const DType dtype = qkv.dtype();
+                  const Tensor dc = ops::contiguous(grad);
+                  const bool need_weights = needs[1] || needs[3] || needs[5];
+                  const bool need_biases = needs[2] || needs[4] || needs[6];
+                  const bool need_qkv = needs[0] || need_weights || need_biases;
+                  std::vector<Tensor> grads(8);
+                  if (in->gate.defined() && needs[7])
+                    grads[7] = Tensor::empty({g.batch, g.length, g.heads}, dtype);
+                  // dQKV [B, T, 3d]: the core writes dQ, dK, dV straight into its three column
+                  // blocks.
+                  const Tensor dqkv = need_qkv ? Tensor::empty(qkv.shape(), dtype) : Tensor();
+                  Tensor dx, stacked_dw, stacked_db;
+                  if (needs[0]) dx = Tensor::empty({g.batch, g.length, d}, dtype);
+                  if (need_weights) stacked_dw = Tensor::empty({3 * d, d}, dtype);
+                  if (need_biases) stacked_db = Tensor::empty({3 * d}, dtype);
+                  dispatch_float(dtype, [&](auto tag) {
+                    using T = decltype(tag);
+                    const T* base = qkv.data<T>();
+                    CoreGradients<T> out;
+                    if (need_qkv) {
+                      T* dbase = dqkv.data<T>();
+                      out.dq = dbase;
+                      out.dk = dbase + d;
+                      out.dv = dbase + 2 * d;
+                      out.ld_grad = 3 * d;
+                    }
+                    out.dpi = data_or_null<T>(grads[7]);
+                    fused_backward<T>(operands<T>(*in, base, base + d, base + 2 * d, 3 * d),
+                                      options, P.data<T>(), data_or_null<T>(ungated), dc.data<T>(),
+                                      out);
+                    if (!need_qkv) return;
+                    // dX = dQKV W_stacked (one GEMM, K = 3d); dW_stacked = dQKV^T X (one GEMM over
+                    // all rows); db_stacked = column sums of dQKV.
+                    const T* dq = dqkv.data<T>();
+                    if (needs[0])
+                      gemm(Trans::no, Trans::no, rows, d, 3 * d, T(1), dq, 3 * d,
+                           stacked_weight.data<T>(), d, T(0), dx.data<T>(), d);
+                    if (need_weights)
+                      gemm(Trans::yes, Trans::no, 3 * d, d, rows, T(1), dq, 3 * d,
+                           x_matrix.data<T>(), d, T(0), stacked_dw.data<T>(), d);
+                    if (need_biases) column_sums<T>(dq, rows, 3 * d, stacked_db.data<T>());
+                  });
+                  grads[0] = dx;
+                  for (int64_t part = 0; part < 3; ++part) {
+                    if (needs[1 + 2 * part])
+                      grads[1 + 2 * part] = ops::narrow(stacked_dw, 0, part * d, d);
+                    if (needs[2 + 2 * part])
+                      grads[2 + 2 * part] = ops::narrow(stacked_db, 0, part * d, d);
+                  }
+                  return grads;
                 });
 }
 

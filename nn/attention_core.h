@@ -65,6 +65,22 @@ struct AttentionCoreOptions {
 Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gate,
                       const Tensor& key_padding_mask, const AttentionCoreOptions& options);
 
+// The Q/K/V projections fused with the core: Q, K, V = x W^T + b for the three Linear layers'
+// parameters (as nn::linear computes them), then attention_core. Same result as
+//   attention_core(linear(x, Wq, bq), linear(x, Wk, bk), linear(x, Wv, bv), gate, mask, options)
+// up to rounding, but the three projections are ONE GEMM against the weights stacked [3d, d]
+// (copied per call, 3 d^2 values), whose [B, T, 3d] result the core reads in place (row stride 3d,
+// no transposes); the backward writes dQ, dK, dV into one [B, T, 3d] buffer and needs one GEMM
+// for dx (K = 3d: no sum of three partial dx) and one for the three weight gradients.
+// One autograd node with inputs x, query.weight, query.bias, key.weight, key.bias, value.weight,
+// value.bias, gate. x [B, T, d] (f32 / f64); weights [d, d] and biases [d] of x's dtype.
+struct QkvWeights {
+  Tensor query_weight, query_bias, key_weight, key_bias, value_weight, value_bias;
+};
+Tensor attention_core_projected(const Tensor& x, const QkvWeights& weights, const Tensor& gate,
+                                const Tensor& key_padding_mask,
+                                const AttentionCoreOptions& options);
+
 Tensor attention_core_composed(const Tensor& q, const Tensor& k, const Tensor& v,
                                const Tensor& gate, const Tensor& key_padding_mask,
                                const AttentionCoreOptions& options);

@@ -23,6 +23,8 @@
 // depend on the thread count, so the result is bit-identical with any number of threads.
 #include "nn/layer_norm.h"
 
+#include "nn/activation_tap.h"
+
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -226,7 +228,7 @@ LayerNorm::LayerNorm(int64_t dim, double eps) : dim(dim), eps(eps) {
 }
 
 Tensor LayerNorm::forward(const Tensor& x) const {
-  return layer_norm(x, weight, bias, eps);
+  return tap(*this, "output", layer_norm(x, weight, bias, eps));
 }
 
 }  // namespace qt::nn

@@ -17,6 +17,8 @@
 // are added in chunk order. The result is bit-identical with any number of threads.
 #include "nn/linear.h"
 
+#include "nn/activation_tap.h"
+
 #include <algorithm>
 #include <type_traits>
 #include <vector>
@@ -204,7 +206,7 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool bias, InitRng& rn
 }
 
 Tensor Linear::forward(const Tensor& x) const {
-  return linear(x, weight, bias);
+  return tap(*this, "output", linear(x, weight, bias));
 }
 
 }  // namespace qt::nn

@@ -29,6 +29,11 @@ Tensor Module::register_buffer(const std::string& name, Tensor value) {
   return value;
 }
 
+void Module::set_path(const std::string& path) {
+  path_ = path;
+  for (const auto& [name, child] : children_) child->set_path(path_ + "." + name);
+}
+
 void Module::collect(const std::string& prefix, bool parameters, NamedTensors& out) const {
   for (const auto& [name, tensor] : parameters ? parameters_ : buffers_)
     out.emplace_back(prefix + name, tensor);

@@ -40,6 +40,10 @@ class Module {
   // Drops every parameter's .grad (the next backward starts from zero).
   void zero_grad();
 
+  // The dotted name of this module in the tree it belongs to ("encoder.layer.0.attention"; ""
+  // for the root), kept up to date as modules are registered. Names activation taps.
+  const std::string& path() const { return path_; }
+
  protected:
   // Registers `value` as a trainable parameter (sets requires_grad) and returns it.
   Tensor register_parameter(const std::string& name, Tensor value);
@@ -49,14 +53,17 @@ class Module {
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> child) {
     check_new_name(name);
     children_.emplace_back(name, child);
+    child->set_path(path_.empty() ? name : path_ + "." + name);
     return child;
   }
 
  private:
   void check_new_name(const std::string& name) const;
   void collect(const std::string& prefix, bool parameters, NamedTensors& out) const;
+  void set_path(const std::string& path);  // this module's and, recursively, its children's
 
   bool training_ = true;
+  std::string path_;
   NamedTensors parameters_;
   NamedTensors buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;

@@ -11,6 +11,8 @@
 // Every step is a differentiable op or module, so the backward pass is assembled by autograd.
 #include "nn/transformer_block.h"
 
+#include "nn/activation_tap.h"
+
 #include "autograd/functions.h"
 #include "tensor/error.h"
 #include "tensor/shape.h"
@@ -66,21 +68,27 @@ Tensor TransformerBlock::forward(const Tensor& h, const Tensor& key_padding_mask
     const Tensor inner = ffn_in->forward(z);
     const Tensor activated =
         options.activation == Activation::gelu ? qt::gelu(inner) : qt::relu(inner);
-    return ffn_out->forward(activated);
+    return ffn_out->forward(tap(*this, "ffn_activation", activated));
   };
   if (!options.pre_layer_norm) {
     // Post-LN (BERT): h1 = LN_1(Dropout(Attn(h)) + h); h' = LN_2(Dropout(FFN(h1)) + h1)
     const Tensor attended =
         attention_output_dropout->forward(attention->forward(h, key_padding_mask));
-    const Tensor h1 = attention_layer_norm->forward(qt::add(attended, h));
+    const Tensor h1 =
+        attention_layer_norm->forward(tap(*this, "attention_residual", qt::add(attended, h)));
     const Tensor transformed = ffn_output_dropout->forward(feed_forward(h1));
-    return ffn_layer_norm->forward(qt::add(transformed, h1));
+    return tap(*this, "output",
+               ffn_layer_norm->forward(tap(*this, "ffn_residual", qt::add(transformed, h1))));
   }
   // Pre-LN (OPT / ViT): h1 = h + Dropout(Attn(LN_attn(h))); h' = h1 + Dropout(FFN(LN_ffn(h1)))
   const Tensor x = attention_layer_norm->forward(h);
   const Tensor h1 =
-      qt::add(h, attention_output_dropout->forward(attention->forward(x, key_padding_mask)));
-  return qt::add(h1, ffn_output_dropout->forward(feed_forward(ffn_layer_norm->forward(h1))));
+      tap(*this, "attention_residual",
+          qt::add(h, attention_output_dropout->forward(attention->forward(x, key_padding_mask))));
+  const Tensor out =
+      qt::add(h1, ffn_output_dropout->forward(feed_forward(ffn_layer_norm->forward(h1))));
+  // In pre-LN the FFN residual sum is the block output: one point, two names.
+  return tap(*this, "output", tap(*this, "ffn_residual", out));
 }
 
 }  // namespace qt::nn

@@ -3,17 +3,17 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "tensor/storage.h"
+
 namespace qt {
 
+// The memory comes from tensor/storage.h: 64-byte aligned, freed large blocks cached for reuse.
 Storage::Storage(size_t bytes) : nbytes(bytes) {
-  // aligned_alloc needs a size that is a multiple of the alignment; round up (at least one line).
-  const size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
-  data = std::aligned_alloc(64, rounded);
-  QT_CHECK(data != nullptr, "out of memory allocating {} bytes", bytes);
+  data = allocate_bytes(bytes);
 }
 
 Storage::~Storage() {
-  std::free(data);
+  release_bytes(data, nbytes);
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype) {

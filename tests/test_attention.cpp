@@ -10,7 +10,9 @@
 //    w.r.t. x and every parameter;
 //  * the fused path against the composed path (forward and every gradient) for every softmax x
 //    gate x mask x dropout combination, in f32;
-//  * bit-identical results with 1 and 2 threads.
+//  * bit-identical results with 1 and 2 threads;
+//  * the one-GEMM Q/K/V projection of the fused module path (attention_core_projected) against
+//    three nn::linear calls feeding attention_core (f64), forward and all eight gradients.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -638,4 +640,130 @@ TEST_CASE("Attention / attention_core: bad options and inputs throw naming the p
   co.heads = 2;
   co.dropout = 1.5f;
   expect_message([&] { nn::attention_core(t, t, t, Tensor(), Tensor(), co); }, "dropout");
+}
+
+TEST_CASE("attention_core_projected: equals linear projections + attention_core (f64), all grads") {
+  // The one-GEMM Q/K/V projection (weights stacked [3d, d]) against three separate nn::linear
+  // calls feeding attention_core, in float64 so that only rounding-level differences remain;
+  // clipped softmax, causal + padding masks, dropout and a gate, so every backward branch runs.
+  const int64_t B = 2, L = 5, d = 6, H = 2;
+  const Tensor x0 = random_tensor({B, L, d}, DType::f64, 70);
+  std::vector<Tensor> params0;
+  for (unsigned i = 0; i < 6; ++i)
+    params0.push_back(random_tensor(i % 2 == 0 ? Shape{d, d} : Shape{d}, DType::f64, 71 + i));
+  const Tensor gate0 = ops::rand({B, L, H}, 80, 0, DType::f64, 0.1, 0.9);
+  const Tensor mask = ops::from_vector(std::vector<uint8_t>{1, 1, 1, 1, 1, 1, 1, 0, 1, 0}, {B, L});
+  const Tensor upstream = random_tensor({B, L, d}, DType::f64, 81);
+  nn::AttentionCoreOptions o;
+  o.heads = H;
+  o.clipped = true;
+  o.gamma = -0.1;
+  o.zeta = 1.05;
+  o.causal = true;
+  o.dropout = 0.2f;
+  o.dropout_seed = 5;
+  o.dropout_stream = 6;
+  auto leaves = [&] {
+    std::vector<Tensor> all = {ops::clone(x0)};
+    for (const Tensor& p : params0) all.push_back(ops::clone(p));
+    all.push_back(ops::clone(gate0));
+    for (Tensor& t : all) t.set_requires_grad(true);
+    return all;
+  };
+  const std::vector<Tensor> a = leaves(), b = leaves();
+  const Tensor projected = nn::attention_core_projected(
+      a[0], nn::QkvWeights{a[1], a[2], a[3], a[4], a[5], a[6]}, a[7], mask, o);
+  const Tensor reference =
+      nn::attention_core(nn::linear(b[0], b[1], b[2]), nn::linear(b[0], b[3], b[4]),
+                         nn::linear(b[0], b[5], b[6]), b[7], mask, o);
+  CHECK(ops::max_abs_diff(projected, reference) < 1e-13);
+  backward(projected, upstream);
+  backward(reference, upstream);
+  for (size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(a[i].grad().defined());
+    CHECK(ops::max_abs_diff(a[i].grad(), b[i].grad()) < 1e-12);
+  }
+}
+
+TEST_CASE("attention_core_projected: bit-identical with 1 and 2 threads above every threshold") {
+  // 320 rows x 3d = 288 columns: the bias rows, the stacked bias gradient (two 256-row chunks) and
+  // the B*H loop all run in parallel with 2 threads.
+  const int64_t B = 5, L = 64, d = 96, H = 3;
+  const Tensor x0 = random_tensor({B, L, d}, DType::f32, 90);
+  const Tensor upstream = random_tensor({B, L, d}, DType::f32, 91);
+  std::vector<Tensor> params0;
+  for (unsigned i = 0; i < 6; ++i)
+    params0.push_back(
+        random_tensor(i % 2 == 0 ? Shape{d, d} : Shape{d}, DType::f32, 92 + i, 0.0, 0.2));
+  nn::AttentionCoreOptions o;
+  o.heads = H;
+  o.dropout = 0.1f;
+  o.dropout_seed = 3;
+  const int saved = num_threads();
+  std::vector<std::vector<Tensor>> results;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    std::vector<Tensor> leaves = {ops::clone(x0)};
+    for (const Tensor& p : params0) leaves.push_back(ops::clone(p));
+    for (Tensor& t : leaves) t.set_requires_grad(true);
+    const Tensor c = nn::attention_core_projected(
+        leaves[0], nn::QkvWeights{leaves[1], leaves[2], leaves[3], leaves[4], leaves[5], leaves[6]},
+        Tensor(), Tensor(), o);
+    backward(c, upstream);
+    std::vector<Tensor> out = {c.detach()};
+    for (const Tensor& t : leaves) out.push_back(t.grad());
+    results.push_back(out);
+  }
+  set_num_threads(saved);
+  for (size_t i = 0; i < results[0].size(); ++i) {
+    CAPTURE(i);
+    CHECK(bit_identical(results[0][i], results[1][i]));
+  }
+}
+
+TEST_CASE("attention_core_projected: bad weights and inputs throw naming the problem") {
+  const Tensor x = ops::zeros({2, 3, 4});
+  const Tensor w = ops::zeros({4, 4}), bias = ops::zeros({4});
+  nn::AttentionCoreOptions o;
+  o.heads = 2;
+  auto message = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no throw";
+  };
+  const std::string wrong_key = message([&] {
+    nn::attention_core_projected(x, {w, bias, ops::zeros({4, 3}), bias, w, bias}, Tensor(),
+                                 Tensor(), o);
+  });
+  CHECK(wrong_key.find("attention_core_projected") != std::string::npos);
+  CHECK(wrong_key.find("key.weight must be [4, 4]") != std::string::npos);
+  CHECK(wrong_key.find("[4, 3]") != std::string::npos);
+  CHECK(message([&] {
+          nn::attention_core_projected(x, {w, bias, w, bias, w, ops::zeros({5})}, Tensor(),
+                                       Tensor(), o);
+        }).find("value.bias must be [4]") != std::string::npos);
+  CHECK(message([&] {
+          nn::attention_core_projected(x, {w, Tensor(), w, bias, w, bias}, Tensor(), Tensor(), o);
+        }).find("attention_core_projected") != std::string::npos);
+  CHECK(message([&] {
+          nn::attention_core_projected(x, {ops::zeros({4, 4}, DType::f64), bias, w, bias, w, bias},
+                                       Tensor(), Tensor(), o);
+        }).find("attention_core_projected") != std::string::npos);
+  CHECK(message([&] {
+          nn::attention_core_projected(ops::zeros({3, 4}), {w, bias, w, bias, w, bias}, Tensor(),
+                                       Tensor(), o);
+        }).find("x must be [B, T, d], got [3, 4]") != std::string::npos);
+  o.heads = 3;
+  CHECK(message([&] {
+          nn::attention_core_projected(x, {w, bias, w, bias, w, bias}, Tensor(), Tensor(), o);
+        }).find("not divisible by heads = 3") != std::string::npos);
+  o.heads = 2;
+  CHECK(message([&] {
+          nn::attention_core_projected(x, {w, bias, w, bias, w, bias}, ops::zeros({2, 3, 3}),
+                                       Tensor(), o);
+        }).find("gate must be [B, T, H] = [2, 3, 2]") != std::string::npos);
 }

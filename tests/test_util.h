@@ -2,7 +2,9 @@
 // framework's own Philox generator, so tests do not test the code with itself) and element access.
 #pragma once
 
+#include <sys/wait.h>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -77,6 +79,24 @@ inline std::filesystem::path scratch_directory(const std::string& suite) {
   const std::filesystem::path dir = root.path / suite;
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+// Runs a shell command, returning its exit status and everything it wrote to stdout and stderr
+// (tests of the `qtlab` program itself, e.g. under mpirun).
+struct CommandResult {
+  int status = -1;  // the exit code, or 128 + signal
+  std::string output;
+};
+inline CommandResult run_command(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buffer[4096];
+  size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
 }
 
 }  // namespace qt::test

@@ -39,3 +39,6 @@ void add_bench_gemm(CLI::App* bench);
 // `qtlab bench attention [--json] [--batch 32 --seq 128 --heads 4 --hidden 256 --repeats N]`:
 // forward + backward of the Attention module, fused core vs composed ops (bench_attention.cpp).
 void add_bench_attention(CLI::App* bench);
+// `qtlab bench train [--model bert-mini --batch 32 --seq 128 --steps N] [--json]`: full training
+// steps on synthetic tokens (bench_train.cpp); tools/bench_train_torch.py is the PyTorch twin.
+void add_bench_train(CLI::App* bench);

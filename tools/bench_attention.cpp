@@ -1,11 +1,17 @@
 // `qtlab bench attention`: forward + backward time of the whole Attention module (Q/K/V/output
-// projections, gate, core), the fused core against the composed-ops reference, for vanilla
-// softmax, clipped softmax and gated attention.
+// projections, gate, core), the fused path against the composed-ops reference, for vanilla
+// softmax, clipped softmax and gated attention. The fused module computes Q, K, V with one GEMM
+// against the stacked weights and runs the core on them in place (nn::attention_core_projected);
+// the composed one uses three Linear layers and autograd ops.
 //
 // A last pair of rows times the core alone (attention_core vs attention_core_composed, vanilla, on
-// fixed q, k, v): the module rows also contain the four d x d projections, which cost the same in
-// both paths (4 x 3 GEMMs of 2*B*T*d*d FLOPs forward + backward, as much as the core's 6 GEMMs of
-// 2*B*T*T*d each when T = d).
+// fixed q, k, v). The module rows also contain the four d x d projections, which are the same
+// FLOPs in both paths (4 x 3 GEMMs of 2*B*T*d*d FLOPs forward + backward, 6.4 GFLOP at the default
+// sizes, against 1.6 GFLOP for the core's 6 GEMMs of 2*B*H*T*T*d_h): GEMM time bounds the module
+// speedup well below the core's.
+//
+// Also reported: minor page faults per step (first-touch of fresh memory; the caching allocator
+// of tensor/storage.h should make them ~0 in the steady state) and the GEMM backend.
 //
 // Method: as `bench gemm`: warm-up rounds first (every configuration once per round, at least
 // one round and 300 ms), then `repeats` rounds in which every configuration is timed once
@@ -13,6 +19,7 @@
 // median milliseconds per forward + backward, and the composed / fused ratio of both.
 // The module runs in train mode, so attention-probability dropout (--dropout) is on.
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,6 +32,7 @@
 #include "autograd/functions.h"
 #include "nn/attention.h"
 #include "nn/attention_core.h"
+#include "tensor/blas/gemm.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
 #include "tensor/threads.h"
@@ -46,7 +54,14 @@ struct Variant {
   bool fused;
   std::function<void()> step;  // one forward + backward
   std::vector<double> ms;
+  long page_faults = 0;  // minor faults over the timed rounds
 };
+
+long minor_page_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
+}
 
 void run_bench_attention(const Options& opt) {
   QT_CHECK(opt.repeats >= 1, "bench attention: --repeats {} (expected >= 1)", opt.repeats);
@@ -121,16 +136,21 @@ void run_bench_attention(const Options& opt) {
   for (int round = 0; round < opt.repeats; ++round)
     for (Variant& v : variants) {
       state->step = static_cast<uint64_t>(round);  // fresh dropout masks every round
+      const long faults_before = minor_page_faults();
       v.ms.push_back(time_ms(v.step));
+      v.page_faults += minor_page_faults() - faults_before;
     }
 
   struct Row {
     std::string name;
     Timing fused, composed;
+    long fused_faults, composed_faults;  // per step
   };
   std::vector<Row> rows;
   for (size_t i = 0; i < variants.size(); i += 2)
-    rows.push_back({variants[i].name, summarize(variants[i].ms), summarize(variants[i + 1].ms)});
+    rows.push_back({variants[i].name, summarize(variants[i].ms), summarize(variants[i + 1].ms),
+                    variants[i].page_faults / opt.repeats,
+                    variants[i + 1].page_faults / opt.repeats});
 
   if (opt.json) {
     nlohmann::json out = nlohmann::json::array();
@@ -147,22 +167,28 @@ void run_bench_attention(const Options& opt) {
                      {"composed_ms_median", r.composed.median_ms},
                      {"speedup", r.composed.best_ms / r.fused.best_ms},
                      {"speedup_median", r.composed.median_ms / r.fused.median_ms},
+                     {"fused_page_faults_per_step", r.fused_faults},
+                     {"composed_page_faults_per_step", r.composed_faults},
+                     {"gemm_backend", qt::blas::backend_name(qt::blas::backend())},
                      {"threads", qt::num_threads()}});
     fmt::print("{}\n", out.dump(2));
     return;
   }
   fmt::print(
-      "Attention forward + backward, B={} T={} H={} d={}, dropout {}, {} threads, best of {} "
-      "(median in parentheses), ms\n",
-      opt.batch, opt.seq, opt.heads, opt.hidden, opt.dropout, qt::num_threads(), opt.repeats);
-  fmt::print("{:<16} {:>20} {:>20} {:>20}\n", "variant", "fused", "composed", "composed/fused");
+      "Attention forward + backward, B={} T={} H={} d={}, dropout {}, {} threads, GEMM {}, best "
+      "of {} (median in parentheses), ms\n",
+      opt.batch, opt.seq, opt.heads, opt.hidden, opt.dropout, qt::num_threads(),
+      qt::blas::backend_name(qt::blas::backend()), opt.repeats);
+  fmt::print("{:<16} {:>20} {:>20} {:>20} {:>16}\n", "variant", "fused", "composed",
+             "composed/fused", "faults/step f|c");
   for (const Row& r : rows)
-    fmt::print("{:<16} {:>20} {:>20} {:>20}\n",
+    fmt::print("{:<16} {:>20} {:>20} {:>20} {:>16}\n",
                r.name == "core" ? std::string("core only") : "module " + r.name,
                fmt::format("{:.2f} ({:.2f})", r.fused.best_ms, r.fused.median_ms),
                fmt::format("{:.2f} ({:.2f})", r.composed.best_ms, r.composed.median_ms),
                fmt::format("{:.2f}x ({:.2f}x)", r.composed.best_ms / r.fused.best_ms,
-                           r.composed.median_ms / r.fused.median_ms));
+                           r.composed.median_ms / r.fused.median_ms),
+               fmt::format("{}|{}", r.fused_faults, r.composed_faults));
   const Row& vanilla = rows[0];
   fmt::print("fused clipped / vanilla: {:.2f}x   fused gated / vanilla: {:.2f}x\n",
              rows[1].fused.best_ms / vanilla.fused.best_ms,

@@ -285,6 +285,7 @@ CLI::App* add_bench_command(CLI::App& app) {
     bench->require_subcommand(1);
     add_bench_gemm(bench);
     add_bench_attention(bench);
+    add_bench_train(bench);
   }
   return bench;
 }

@@ -1,0 +1,36 @@
+// Evaluation on the validation split: what `qtlab eval` prints and what the trainer logs.
+//
+//   text (BERT, OPT):  loss = sum of token cross-entropies / number of labelled tokens (BERT: the
+//                      masked positions of the fixed evaluation masks; OPT: every next token),
+//                      perplexity = exp(loss);
+//   images (ViT):      loss as above over images, accuracy = correct top-1 / images.
+//
+// Sums are accumulated in double per batch and over MPI ranks (each rank evaluates its shard of the
+// validation batches; the sums are all-reduced), so the result does not depend on the rank count
+// beyond float rounding inside a batch. The model runs in eval mode (no dropout) without autograd.
+#pragma once
+
+#include <cstdint>
+
+#include "models/model.h"
+#include "models/run_data.h"
+
+namespace qt::models {
+
+struct EvaluationResult {
+  double loss = 0.0;
+  double perplexity = 0.0;  // text
+  double accuracy = 0.0;    // images
+  int64_t samples = 0;      // sequences or images evaluated
+  int64_t labels = 0;       // labelled tokens (text) or images
+};
+
+// Evaluates `max_batches` batches of `batch_size` (<= 0: the whole validation split, the last
+// batch possibly smaller). Restores the model's train/eval mode afterwards.
+EvaluationResult evaluate(Model& model, const RunData& data, int64_t batch_size,
+                          int64_t max_batches);
+
+// models::Batch from the data pipeline's batch (the same three tensors).
+Batch to_model_batch(const data::Batch& batch);
+
+}  // namespace qt::models

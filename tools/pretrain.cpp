@@ -1,0 +1,143 @@
+// `qtlab pretrain`: builds the run configuration and hands it to the trainer (models/trainer.h).
+//
+// The configuration is resolved in this order, each layer overriding the one before:
+//   1. --model PRESET (bert-mini, bert-small, opt-mini, vit-tiny; default bert-mini)
+//   2. --config FILE   (JSON, nested or dotted keys; a "preset" key in it replaces step 1)
+//   3. the shortcut flags (--attn, --gamma, --gate, --steps, ...)
+//   4. every --set key=value, in order
+// `qtlab pretrain --resume --run-dir DIR` alone continues DIR with its stored config.json.
+// Every key is validated (models/config.h): an unknown key or a bad value is an error naming it.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "models/config.h"
+#include "models/trainer.h"
+#include "optim/distributed.h"
+#include "tensor/error.h"
+#include "tensor/threads.h"
+#include "tools/commands.h"
+
+namespace {
+
+struct PretrainArguments {
+  std::string model;
+  std::string config_file;
+  std::vector<std::string> assignments;
+  std::optional<std::string> attention, gate, run_dir, dataset;
+  std::optional<double> gamma, zeta, alpha, pi_init, lr;
+  std::optional<int64_t> steps, batch_size;
+  int64_t stop_at = -1;
+  std::optional<uint64_t> seed;
+  bool resume = false, quiet = false, list_keys = false;
+  int threads = 0;
+};
+
+// "rank:step" from QTLAB_FAULT_INJECT (the failure tests' simulated crash).
+void read_fault_injection(qt::models::TrainOptions& options) {
+  const char* value = std::getenv("QTLAB_FAULT_INJECT");
+  if (value == nullptr || *value == '\0') return;
+  int rank = -1;
+  long long step = -1;
+  QT_CHECK(std::sscanf(value, "%d:%lld", &rank, &step) == 2,
+           "QTLAB_FAULT_INJECT='{}': expected rank:step", value);
+  options.fail_rank = rank;
+  options.fail_at_step = step;
+}
+
+qt::models::RunConfig resolve_config(const PretrainArguments& a) {
+  using qt::models::RunConfig;
+  const bool only_resume = a.resume && a.model.empty() && a.config_file.empty() &&
+                           a.assignments.empty() && !a.attention && !a.gate && !a.gamma &&
+                           !a.zeta && !a.alpha && !a.pi_init && !a.lr && !a.steps &&
+                           !a.batch_size && !a.seed && !a.dataset;
+  if (only_resume) {
+    const std::string dir = a.run_dir.value_or(RunConfig{}.train.run_dir);
+    const std::string stored = (std::filesystem::path(dir) / "config.json").string();
+    QT_CHECK(std::filesystem::exists(stored),
+             "pretrain --resume: {} does not exist (is --run-dir right?)", stored);
+    return qt::models::load_config_file(stored);
+  }
+  RunConfig config = qt::models::preset(a.model.empty() ? "bert-mini" : a.model);
+  if (!a.config_file.empty()) config = qt::models::load_config_file(a.config_file, config);
+  using qt::models::set_value;
+  if (a.attention) set_value(config, "model.softmax", *a.attention);
+  if (a.gamma) set_value(config, "model.gamma", fmt::format("{}", *a.gamma));
+  if (a.zeta) set_value(config, "model.zeta", fmt::format("{}", *a.zeta));
+  if (a.alpha) set_value(config, "model.alpha", fmt::format("{}", *a.alpha));
+  if (a.gate) set_value(config, "model.gate", *a.gate);
+  if (a.pi_init) set_value(config, "model.gate_pi_init", fmt::format("{}", *a.pi_init));
+  if (a.lr) set_value(config, "train.lr", fmt::format("{}", *a.lr));
+  if (a.steps) set_value(config, "train.steps", std::to_string(*a.steps));
+  if (a.batch_size) set_value(config, "train.batch_size", std::to_string(*a.batch_size));
+  if (a.seed) set_value(config, "train.seed", std::to_string(*a.seed));
+  if (a.run_dir) set_value(config, "train.run_dir", *a.run_dir);
+  if (a.dataset) set_value(config, "data.dataset", *a.dataset);
+  for (const std::string& assignment : a.assignments)
+    qt::models::set_assignment(config, assignment);
+  qt::models::validate(config);
+  return config;
+}
+
+void run_pretrain(const PretrainArguments& a) {
+  if (a.list_keys) {
+    for (const auto& [key, help] : qt::models::config_keys())
+      std::printf("%-32s %s\n", key.c_str(), help.c_str());
+    return;
+  }
+  if (a.threads > 0) qt::set_num_threads(a.threads);
+  const qt::models::RunConfig config = resolve_config(a);
+  qt::models::TrainOptions options;
+  options.resume = a.resume;
+  options.progress = !a.quiet;
+  options.stop_at_step = a.stop_at;
+  read_fault_injection(options);
+  const qt::models::TrainResult result = qt::models::pretrain(config, options);
+  if (qt::distributed::rank() == 0 && !a.quiet)
+    std::printf("%s\n", nlohmann::json({{"steps", result.steps},
+                                        {"loss", result.last_loss},
+                                        {"val_loss", result.validation.loss},
+                                        {"val_perplexity", result.validation.perplexity},
+                                        {"val_accuracy", result.validation.accuracy},
+                                        {"seconds", result.seconds}})
+                            .dump()
+                            .c_str());
+}
+
+}  // namespace
+
+void add_pretrain_command(CLI::App& app) {
+  auto arguments = std::make_shared<PretrainArguments>();
+  CLI::App* cmd = app.add_subcommand(
+      "pretrain", "train BERT / OPT / ViT (run under `mpirun -np N` for data-parallel training)");
+  cmd->add_option("--model", arguments->model, "preset: bert-mini, bert-small, opt-mini, vit-tiny");
+  cmd->add_option("--config", arguments->config_file, "JSON config file (nested or dotted keys)");
+  cmd->add_option("--set", arguments->assignments, "key=value, repeatable (see --list-keys)")
+      ->allow_extra_args(false);
+  cmd->add_option("--attn", arguments->attention, "softmax: vanilla or clipped");
+  cmd->add_option("--gamma", arguments->gamma, "clipped softmax gamma (<= 0)");
+  cmd->add_option("--zeta", arguments->zeta, "clipped softmax zeta (>= 1)");
+  cmd->add_option("--alpha", arguments->alpha, "clipped softmax with gamma = -alpha / T");
+  cmd->add_option("--gate", arguments->gate,
+                  "gated attention: none, linear, mlp, all-heads-linear, unconditional, "
+                  "conditional-per-head");
+  cmd->add_option("--pi-init", arguments->pi_init, "initial gate probability pi_init");
+  cmd->add_option("--lr", arguments->lr, "peak learning rate");
+  cmd->add_option("--steps", arguments->steps, "optimizer steps");
+  cmd->add_option("--batch-size", arguments->batch_size, "global batch size");
+  cmd->add_option("--seed", arguments->seed, "seed of initialisation, data order and dropout");
+  cmd->add_option("--dataset", arguments->dataset, "text, mnist, fashion-mnist or synthetic");
+  cmd->add_option("--run-dir", arguments->run_dir, "directory for config, metrics, checkpoints");
+  cmd->add_option("--stop-at", arguments->stop_at,
+                  "checkpoint and stop after this step (continue later with --resume)");
+  cmd->add_flag("--resume", arguments->resume, "continue the run in --run-dir from its checkpoint");
+  cmd->add_option("--threads", arguments->threads, "OpenMP threads per process (default: all)");
+  cmd->add_flag("--quiet", arguments->quiet, "no progress output");
+  cmd->add_flag("--list-keys", arguments->list_keys, "print every config key with its help");
+  cmd->callback([arguments] { run_pretrain(*arguments); });
+}
