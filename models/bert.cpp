@@ -3,6 +3,7 @@
 #include <string>
 
 #include "autograd/functions.h"
+#include "nn/activation_tap.h"
 #include "nn/cross_entropy.h"
 #include "tensor/create.h"
 #include "tensor/error.h"
@@ -65,7 +66,12 @@ Tensor Bert::encode(const Tensor& input_ids, const Tensor& attention_mask) const
   check_input_ids(input_ids, config, "bert");
   const int64_t T = input_ids.size(1);
   const Tensor positions = ops::arange(0, T, 1, DType::i64);
-  Tensor h = qt::add(word_embeddings->forward(input_ids), position_embeddings->forward(positions));
+  // Activation taps (nn/activation_tap.h): the table lookups ("<table>:output") and their sum
+  // (":embedding_sum"), the points paper-spec §4.3 quantizes (quant/quantization_setup.h).
+  const Tensor words = nn::tap(*word_embeddings, "output", word_embeddings->forward(input_ids));
+  const Tensor places =
+      nn::tap(*position_embeddings, "output", position_embeddings->forward(positions));
+  Tensor h = nn::tap(*this, "embedding_sum", qt::add(words, places));
   h = embedding_dropout->forward(embedding_layer_norm->forward(h));
   for (const auto& block : layers) h = block->forward(h, attention_mask);
   return h;
@@ -73,7 +79,8 @@ Tensor Bert::encode(const Tensor& input_ids, const Tensor& attention_mask) const
 
 Tensor Bert::head(const Tensor& hidden_rows) const {
   const Tensor t = head_layer_norm->forward(qt::gelu(head_transform->forward(hidden_rows)));
-  return nn::linear(t, word_embeddings->weight, head_bias);  // tied decoder: t E_word^T + b_dec
+  // tied decoder: t E_word^T + b_dec; the logits are the tap point ":logits"
+  return nn::tap(*this, "logits", nn::linear(t, word_embeddings->weight, head_bias));
 }
 
 Tensor Bert::loss(const Batch& batch, double label_smoothing) const {

@@ -4,6 +4,7 @@
 
 #include "autograd/functions.h"
 #include "models/bert.h"
+#include "nn/activation_tap.h"
 #include "nn/cross_entropy.h"
 #include "nn/linear.h"
 #include "tensor/create.h"
@@ -43,7 +44,12 @@ Tensor Opt::decode(const Tensor& input_ids) const {
   check_input_ids(input_ids, config, "opt");
   const int64_t T = input_ids.size(1);
   const Tensor positions = ops::arange(kPositionOffset, T + kPositionOffset, 1, DType::i64);
-  Tensor h = qt::add(token_embeddings->forward(input_ids), position_embeddings->forward(positions));
+  // Activation taps (nn/activation_tap.h): the table lookups ("<table>:output") and their sum
+  // (":embedding_sum"), the points paper-spec §4.3 quantizes (quant/quantization_setup.h).
+  const Tensor tokens = nn::tap(*token_embeddings, "output", token_embeddings->forward(input_ids));
+  const Tensor places =
+      nn::tap(*position_embeddings, "output", position_embeddings->forward(positions));
+  Tensor h = nn::tap(*this, "embedding_sum", qt::add(tokens, places));
   for (const auto& block : layers) h = block->forward(h);
   return final_layer_norm->forward(h);
 }
@@ -54,14 +60,15 @@ Tensor Opt::loss(const Batch& batch, double label_smoothing) const {
   const Tensor h = decode(batch.input_ids);
   const LabelledRows rows = labelled_rows(batch.labels);
   const Tensor flat = qt::reshape(h, {h.size(0) * h.size(1), h.size(2)});
-  const Tensor logits =
-      nn::linear(qt::index_select(flat, 0, rows.index), token_embeddings->weight, Tensor());
+  const Tensor logits = nn::tap(
+      *this, "logits",
+      nn::linear(qt::index_select(flat, 0, rows.index), token_embeddings->weight, Tensor()));
   return nn::cross_entropy(logits, rows.labels, kIgnoreIndex, label_smoothing);
 }
 
 Tensor Opt::logits(const Batch& batch) const {
   const Tensor h = decode(batch.input_ids);
-  return nn::linear(h, token_embeddings->weight, Tensor());
+  return nn::tap(*this, "logits", nn::linear(h, token_embeddings->weight, Tensor()));
 }
 
 }  // namespace qt::models

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "autograd/functions.h"
+#include "nn/activation_tap.h"
 #include "nn/cross_entropy.h"
 #include "tensor/create.h"
 #include "tensor/error.h"
@@ -65,7 +66,8 @@ Tensor Vit::encode(const Tensor& patches) const {
   Tensor x = patch_embedding->forward(patches);
   if (patch_layer_norm) x = patch_layer_norm->forward(x);
   x = qt::cat({qt::expand(cls_token, {B, 1, config.hidden}), x}, 1);
-  x = qt::add(x, position_embeddings);
+  // The embedding sum [CLS; patches] + positions is the activation tap point ":embedding_sum".
+  x = nn::tap(*this, "embedding_sum", qt::add(x, position_embeddings));
   for (const auto& block : layers) x = block->forward(x);
   return final_layer_norm->forward(x);
 }

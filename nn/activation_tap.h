@@ -22,7 +22,15 @@
 //                                                                  the gate  [B, T, d]
 //                                       <path>:gate                gate probabilities pi
 //                                       <path>:gated_context       the output projection's input
-//   models (models/*.cpp)               embedding sums and final layer norms, see each model.
+//   models (models/*.cpp; the model is the root, path "", so its own points start with ':')
+//     BERT  embeddings.word_embeddings:output, embeddings.position_embeddings:output  the lookups
+//           :embedding_sum      word + position embeddings, before the embedding LayerNorm
+//           :logits             the MLM head's logits (the rows the head runs on)
+//     OPT   decoder.embed_tokens:output, decoder.embed_positions:output              the lookups
+//           :embedding_sum      token + position embeddings
+//           :logits             the lm_head's logits (loss(): the labelled rows only)
+//     ViT   :embedding_sum      [CLS; patch embeddings] + position embeddings
+//     LayerNorm / Linear points of the models (embedding LN, final LN, heads) as above.
 // While taps are installed, Attention takes its composed path (the fused kernel never forms the
 // scores and probabilities as tensors).
 //

@@ -94,7 +94,7 @@ Tensor Attention::forward(const Tensor& x, const Tensor& key_padding_mask) const
   }
   // The gate reads the same x as the projections; pi [B, T, H].
   Tensor pi;
-  if (gate) pi = std::static_pointer_cast<AttentionGate>(gate)->forward(x);
+  if (gate) pi = tap(*this, "gate", std::static_pointer_cast<AttentionGate>(gate)->forward(x));
   Tensor context;
   // While activation taps are installed (nn/activation_tap.h) the composed path runs, so that the
   // query / key / value Linear outputs exist as tensors to observe.
@@ -105,9 +105,10 @@ Tensor Attention::forward(const Tensor& x, const Tensor& key_padding_mask) const
     context = attention_core_projected(x, weights, pi, key_padding_mask, core);
   } else {
     const Tensor q = query->forward(x), k = key->forward(x), v = value->forward(x);
+    if (taps_active()) core.tap_owner = this;
     context = attention_core_composed(q, k, v, pi, key_padding_mask, core);
   }
-  return output->forward(context);
+  return output->forward(tap(*this, "gated_context", context));
 }
 
 }  // namespace qt::nn

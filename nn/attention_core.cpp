@@ -14,6 +14,8 @@
 // inside the parallel region run single-threaded (OpenBLAS, OpenMP build).
 #include "nn/attention_core.h"
 
+#include "nn/activation_tap.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -632,6 +634,11 @@ Tensor attention_core_composed(const Tensor& q, const Tensor& k, const Tensor& v
   const Tensor qh = split_heads(q), kh = split_heads(k), vh = split_heads(v);
   // S = Q K^T / sqrt(d_h)   [B, H, T, T]
   Tensor scores = mul(matmul(qh, transpose(kh, -1, -2)), 1.0 / std::sqrt(static_cast<double>(dh)));
+  // Activation taps (quantization, analysis) see the scores before the mask is applied.
+  const auto tap_point = [&](const char* what, const Tensor& x) {
+    return options.tap_owner != nullptr ? tap(*options.tap_owner, what, x) : x;
+  };
+  scores = tap_point("scores", scores);
   if (options.causal || in.has_padding) {
     // visible[b, 0, i, j] = key j is a real token and (not causal or j <= i)
     std::vector<uint8_t> flags(B * L * L);
@@ -648,10 +655,11 @@ Tensor attention_core_composed(const Tensor& q, const Tensor& k, const Tensor& v
   }
   Tensor probs = options.clipped ? clipped_softmax(scores, options.gamma, options.zeta, -1)
                                  : softmax(scores, -1);
+  probs = tap_point("probabilities", probs);  // before dropout
   if (options.dropout > 0.0f)
     probs =
         dropout(contiguous(probs), options.dropout, options.dropout_seed, options.dropout_stream);
-  Tensor out = matmul(probs, vh);                                               // [B, H, T, d_h]
+  Tensor out = tap_point("context", matmul(probs, vh));                         // [B, H, T, d_h]
   if (gate.defined()) out = mul(out, unsqueeze(permute(gate, {0, 2, 1}), -1));  // pi [B, H, T, 1]
   return reshape(permute(out, {0, 2, 1, 3}), {B, L, d});
 }

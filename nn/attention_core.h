@@ -47,6 +47,8 @@
 
 namespace qt::nn {
 
+class Module;
+
 struct AttentionCoreOptions {
   int64_t heads = 1;
   bool clipped = false;  // clipped softmax with (gamma, zeta); false: vanilla softmax
@@ -56,6 +58,10 @@ struct AttentionCoreOptions {
   float dropout = 0.0f;  // attention-probability dropout (0: none; callers pass 0 in eval mode)
   uint64_t dropout_seed = 0;
   uint64_t dropout_stream = 0;
+  // The composed path only: the module whose activation taps (nn/activation_tap.h) see the points
+  // "scores", "probabilities" and "context" (null: no taps). Attention sets it while taps are
+  // installed.
+  const Module* tap_owner = nullptr;
 };
 
 // q, k, v: [B, T, d] (f32 or f64, same dtype; d divisible by heads).

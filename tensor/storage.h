@@ -16,7 +16,8 @@
 //
 // Size classes: 8 per power of two, 2^k * (1 + i/8) for i = 0..7, so a block wastes at most
 // 1/8 of its size and steps whose sizes vary slightly (last batch, sequence bucketing) still
-// reuse blocks. Capacity: QTLAB_ALLOCATOR_CACHE_MB (default 2048; 0 turns the cache off).
+// reuse blocks. Capacity: QTLAB_ALLOCATOR_CACHE_MB (default 2048, or 0 in AddressSanitizer
+// builds so that use-after-free stays detectable; 0 turns the cache off).
 // The contents of a reused block are whatever the previous tensor left (Tensor::empty promises
 // uninitialised memory). Thread-safe: one mutex, taken only for large blocks.
 #pragma once

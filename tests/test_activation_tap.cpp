@@ -3,12 +3,14 @@
 // parameters with the plain layer functions), and that a tap can replace a value.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "autograd/functions.h"
 #include "nn/activation_tap.h"
+#include "nn/attention.h"
 #include "nn/layer_norm.h"
 #include "nn/linear.h"
 #include "nn/transformer_block.h"
@@ -115,4 +117,64 @@ TEST_CASE("test_activation_tap: a tap can replace a value") {
   const qt::Tensor expected = qt::nn::layer_norm(
       qt::add(h1, b.ffn_out->bias), b.ffn_layer_norm->weight, b.ffn_layer_norm->bias, 1e-12);
   CHECK(max_difference(out, expected) < 1e-5);
+}
+
+TEST_CASE("test_activation_tap: attention points hold scores, probabilities, context, gate") {
+  qt::nn::AttentionOptions o;
+  o.hidden = 8;
+  o.heads = 2;
+  o.max_length = 5;
+  o.gate = qt::nn::GateKind::linear_per_head;
+  qt::nn::InitRng rng{8, 0};
+  qt::nn::Attention attention(o, nullptr, rng);
+  attention.eval();
+  const qt::Tensor x = qt::test::random_tensor({2, 5, 8}, qt::DType::f32, 4);
+  const qt::Tensor untapped = attention.forward(x);  // fused path
+  Recorder recorder;
+  qt::Tensor tapped;
+  {
+    qt::nn::TapScope scope(&recorder);
+    tapped = attention.forward(x);  // composed path
+  }
+  CHECK(max_difference(tapped, untapped) < 1e-5);
+  const qt::Tensor scores = recorder.values.at(":scores");
+  REQUIRE(scores.shape() == qt::Shape{2, 2, 5, 5});
+  const qt::Tensor probabilities = recorder.values.at(":probabilities");
+  const qt::Tensor context = recorder.values.at(":context");
+  const qt::Tensor gate = recorder.values.at(":gate");
+  REQUIRE(gate.shape() == qt::Shape{2, 5, 2});
+  // Naive recomputation: scores from the recorded Q, K; softmax rows; context = P V.
+  const auto qv = qt::test::elements(recorder.values.at("query:output"));
+  const auto kv = qt::test::elements(recorder.values.at("key:output"));
+  const auto vv = qt::test::elements(recorder.values.at("value:output"));
+  const auto s = qt::test::elements(scores), p = qt::test::elements(probabilities);
+  const auto c = qt::test::elements(context), g = qt::test::elements(gate);
+  const auto gc = qt::test::elements(recorder.values.at(":gated_context"));
+  for (int b = 0; b < 2; ++b)
+    for (int h = 0; h < 2; ++h)
+      for (int i = 0; i < 5; ++i) {
+        double row[5], sum = 0, maximum = -1e30;
+        for (int j = 0; j < 5; ++j) {
+          double dot = 0;
+          for (int e = 0; e < 4; ++e)
+            dot += qv[(b * 5 + i) * 8 + h * 4 + e] * kv[(b * 5 + j) * 8 + h * 4 + e];
+          row[j] = dot / 2.0;
+          CHECK(s[((b * 2 + h) * 5 + i) * 5 + j] == doctest::Approx(row[j]).epsilon(1e-5));
+          maximum = std::max(maximum, row[j]);
+        }
+        for (int j = 0; j < 5; ++j) sum += std::exp(row[j] - maximum);
+        for (int e = 0; e < 4; ++e) {
+          double out = 0;
+          for (int j = 0; j < 5; ++j) {
+            const double pj = std::exp(row[j] - maximum) / sum;
+            if (e == 0)
+              CHECK(p[((b * 2 + h) * 5 + i) * 5 + j] == doctest::Approx(pj).epsilon(1e-5));
+            out += pj * vv[(b * 5 + j) * 8 + h * 4 + e];
+          }
+          CHECK(c[((b * 2 + h) * 5 + i) * 4 + e] == doctest::Approx(out).epsilon(1e-4));
+          // gated context = pi[b, i, h] * context, heads concatenated
+          CHECK(gc[(b * 5 + i) * 8 + h * 4 + e] ==
+                doctest::Approx(out * g[(b * 5 + i) * 2 + h]).epsilon(1e-4));
+        }
+      }
 }

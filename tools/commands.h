@@ -2,8 +2,23 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
 
 // `qtlab pretrain`: train a model from a preset, a config file, flags and --set (pretrain.cpp).
 void add_pretrain_command(CLI::App& app);
 // `qtlab eval --checkpoint FILE`: validation perplexity or accuracy (eval.cpp).
 void add_eval_command(CLI::App& app);
+// `qtlab quantize --checkpoint FILE`: W8A8 post-training quantization, FP vs quantized
+// (quantize.cpp).
+void add_quantize_command(CLI::App& app);
+// `qtlab analyze --checkpoint FILE`: outlier metrics and positions, attention on delimiters, gate
+// statistics, plot data -> analysis.json (analyze.cpp).
+void add_analyze_command(CLI::App& app);
+// Analyses a model file with the default options over `batches` validation batches and writes
+// OUT_DIR/analysis.json (OUT_DIR empty: the checkpoint's directory); returns its path
+// (analyze.cpp).
+std::string write_checkpoint_analysis(const std::string& checkpoint, const std::string& out_dir,
+                                      int64_t batches);
+// `qtlab report RUN_DIR...`: gnuplot figures and report.md comparing runs (report.cpp).
+void add_report_command(CLI::App& app);

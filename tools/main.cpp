@@ -15,6 +15,9 @@ int main(int argc, char** argv) {
   add_bench_command(app);
   add_pretrain_command(app);
   add_eval_command(app);
+  add_quantize_command(app);
+  add_analyze_command(app);
+  add_report_command(app);
   try {
     qt::distributed::init(&argc, &argv);
     app.parse(argc, argv);

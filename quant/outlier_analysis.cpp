@@ -1,0 +1,634 @@
+// Outlier analysis taps and their summary (definitions in outlier_analysis.h).
+//
+// Determinism: the per-row metrics come from quant/outlier_metrics (thread-count independent);
+// the attention-mass loop computes one partial sum per (sequence, head) in parallel and adds them
+// serially in (sequence, head) order; everything else is serial.
+#include "quant/outlier_analysis.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "autograd/node.h"
+#include "data/tokenizer.h"
+#include "models/evaluation.h"
+#include "tensor/create.h"
+#include "tensor/elementwise.h"
+#include "tensor/error.h"
+#include "tensor/shape.h"
+#include "tensor/view.h"
+
+namespace qt::quant {
+namespace {
+
+constexpr int64_t kParallelThreshold = int64_t{1} << 15;
+// The repo's validate scripts take kurtosis rows from batch_idx <= 256 (BERT) and <= 100 (OPT).
+constexpr int64_t kBertKurtosisBatches = 257;
+constexpr int64_t kOptKurtosisBatches = 101;
+
+void check_family(const std::string& family, const char* op) {
+  QT_CHECK(family == "bert" || family == "opt" || family == "vit",
+           "{}: unknown model family '{}' (expected bert, opt or vit)", op, family);
+}
+
+// x as a dense f64 tensor (any layout, f32 or f64 in).
+Tensor dense_f64(const Tensor& x) {
+  return ops::contiguous(x.dtype() == DType::f64 ? x : ops::to(x, DType::f64));
+}
+
+std::string trim(const std::string& text) {
+  const size_t begin = text.find_first_not_of(" \t\n\r\f\v");
+  if (begin == std::string::npos) return "";
+  const size_t end = text.find_last_not_of(" \t\n\r\f\v");
+  return text.substr(begin, end - begin + 1);
+}
+
+// The top `limit` entries of (index, count) pairs with count > 0, by count then index.
+std::vector<CountedIndex> top_counts(const std::vector<std::pair<int64_t, int64_t>>& counts,
+                                     int64_t limit) {
+  std::vector<std::pair<int64_t, int64_t>> sorted;
+  for (const auto& entry : counts)
+    if (entry.second > 0) sorted.push_back(entry);
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  });
+  if (static_cast<int64_t>(sorted.size()) > limit) sorted.resize(static_cast<size_t>(limit));
+  std::vector<CountedIndex> out;
+  for (const auto& [index, count] : sorted) out.push_back(CountedIndex{index, "", count});
+  return out;
+}
+
+nlohmann::json name_metrics_json(const NameMetrics& m) {
+  return {{"inf_norm", m.inf_norm}, {"kurtosis", m.kurtosis}};
+}
+
+NameMetrics name_metrics_from(const nlohmann::json& j) {
+  return NameMetrics{j.at("inf_norm").get<double>(), j.at("kurtosis").get<double>()};
+}
+
+nlohmann::json counted_json(const std::vector<CountedIndex>& list, bool with_text) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const CountedIndex& c : list) {
+    nlohmann::json entry = {{"index", c.index}, {"count", c.count}};
+    if (with_text) entry["text"] = c.text;
+    out.push_back(entry);
+  }
+  return out;
+}
+
+std::vector<CountedIndex> counted_from(const nlohmann::json& j) {
+  std::vector<CountedIndex> out;
+  for (const auto& entry : j)
+    out.push_back(CountedIndex{entry.at("index").get<int64_t>(), entry.value("text", ""),
+                               entry.at("count").get<int64_t>()});
+  return out;
+}
+
+}  // namespace
+
+std::string layer_path(const std::string& family, int64_t layer) {
+  check_family(family, "outlier analysis");
+  const std::string index = std::to_string(layer);
+  if (family == "bert") return "encoder.layer." + index;
+  if (family == "opt") return "decoder.layers." + index;
+  return "layers." + index;
+}
+
+LayerPoints layer_points(const std::string& family, int64_t layer) {
+  const std::string path = layer_path(family, layer);
+  LayerPoints p;
+  p.ffn_output = path + ".ffn_out:output";
+  p.residual_sum = path + ":ffn_residual";
+  p.block_output = path + ":output";
+  p.attention_output = path + ".attention.output:output";
+  p.attention_layer_norm = path + ".attention_layer_norm:output";
+  p.ffn_layer_norm = path + ".output_layer_norm:output";
+  p.probabilities = path + ".attention:probabilities";
+  p.gate = path + ".attention:gate";
+  return p;
+}
+
+std::vector<int64_t> delimiter_token_ids(const std::string& family,
+                                         const std::vector<std::string>& token_strings) {
+  check_family(family, "delimiter_token_ids");
+  if (family == "vit") return {};
+  if (family == "opt") return {data::kEndOfTextId};
+  std::vector<int64_t> ids = {data::kClsId, data::kSepId};
+  for (size_t id = data::kNumSpecialTokens; id < token_strings.size(); ++id) {
+    const std::string text = trim(token_strings[id]);
+    if (text == "." || text == ",") ids.push_back(static_cast<int64_t>(id));
+  }
+  if (token_strings.empty()) {
+    // No vocabulary known: the byte tokens of '.' and ',' (their ids are fixed, tokenizer.h).
+    ids.push_back(data::kFirstByteId + '.');
+    ids.push_back(data::kFirstByteId + ',');
+  }
+  return ids;
+}
+
+OutlierAnalysis::OutlierAnalysis(AnalysisOptions options) : options_(std::move(options)) {
+  const AnalysisOptions& o = options_;
+  check_family(o.family, "outlier analysis");
+  QT_CHECK(o.layers >= 1 && o.heads >= 1,
+           "outlier analysis: needs layers >= 1 and heads >= 1, got {} and {}", o.layers, o.heads);
+  QT_CHECK(o.histogram_bins >= 1, "outlier analysis: histogram_bins must be >= 1, got {}",
+           o.histogram_bins);
+  QT_CHECK(o.outlier_sigmas > 0, "outlier analysis: outlier_sigmas must be > 0, got {}",
+           o.outlier_sigmas);
+  QT_CHECK(o.top_count >= 1, "outlier analysis: top_count must be >= 1, got {}", o.top_count);
+  if (options_.attention_layer < 0) options_.attention_layer = o.layers - 1;
+  QT_CHECK(o.attention_layer < o.layers,
+           "outlier analysis: attention layer {} is out of range for a model with {} layers",
+           o.attention_layer, o.layers);
+  QT_CHECK(o.attention_head >= 0 && o.attention_head < o.heads,
+           "outlier analysis: attention head {} is out of range for {} heads", o.attention_head,
+           o.heads);
+  if (options_.kurtosis_batches == 0)
+    options_.kurtosis_batches = o.family == "bert"  ? kBertKurtosisBatches
+                                : o.family == "opt" ? kOptKurtosisBatches
+                                                    : -1;
+  if (options_.histogram_point.empty())
+    options_.histogram_point = layer_points(o.family, o.layers - 1).ffn_output;
+  const bool opt = o.family == "opt";
+  for (int64_t l = 0; l < o.layers; ++l) {
+    const LayerPoints p = layer_points(o.family, l);
+    PointRole& ffn = roles_[p.ffn_output];
+    ffn.layer = l;
+    ffn.metrics = ffn.outliers = true;
+    ffn.rows_per_token = opt;  // HF runs OPT's FFN on a (B·T, d) view
+    ffn.outlier_slot = static_cast<int64_t>(outliers_.size());
+    outliers_.push_back(OutlierCounts{p.ffn_output, l, 0, 0, {}, {}});
+    PointRole& residual = roles_[p.residual_sum];
+    residual.layer = l;
+    residual.metrics = true;
+    PointRole& block = roles_[p.block_output];
+    block.layer = l;
+    block.metrics = block.outliers = true;
+    block.outlier_slot = static_cast<int64_t>(outliers_.size());
+    outliers_.push_back(OutlierCounts{p.block_output, l, 0, 0, {}, {}});
+    roles_[p.probabilities].layer = l;
+    roles_[p.probabilities].probabilities = true;
+    roles_[p.gate].layer = l;
+    roles_[p.gate].gate = true;
+    if (opt) {
+      for (const std::string* name : {&p.attention_output, &p.attention_layer_norm}) {
+        roles_[*name].layer = l;
+        roles_[*name].metrics = true;
+      }
+      PointRole& ffn_norm = roles_[p.ffn_layer_norm];
+      ffn_norm.layer = l;
+      ffn_norm.metrics = ffn_norm.rows_per_token = true;
+    }
+  }
+  if (opt) roles_["decoder.final_layer_norm:output"].metrics = true;
+  delimiter_sum_.assign(static_cast<size_t>(o.layers),
+                        std::vector<double>(static_cast<size_t>(o.heads), 0.0));
+  delimiter_queries_.assign(static_cast<size_t>(o.layers), 0);
+  gates_.resize(static_cast<size_t>(o.layers));
+  int64_t largest_id = 0;
+  for (int64_t id : o.delimiter_ids) {
+    QT_CHECK(id >= 0, "outlier analysis: negative delimiter token id {}", id);
+    largest_id = std::max(largest_id, id);
+  }
+  is_delimiter_id_.assign(static_cast<size_t>(largest_id + 1), 0);
+  for (int64_t id : o.delimiter_ids) is_delimiter_id_[static_cast<size_t>(id)] = 1;
+}
+
+std::string OutlierAnalysis::token_text(int64_t id) const {
+  if (options_.family == "vit") return id == 0 ? "[CLS]" : "patch " + std::to_string(id - 1);
+  if (id >= 0 && id < static_cast<int64_t>(options_.token_strings.size()))
+    return options_.token_strings[static_cast<size_t>(id)];
+  return "#" + std::to_string(id);
+}
+
+void OutlierAnalysis::begin_batch(const Tensor& input_ids) {
+  if (options_.family == "vit") {
+    QT_CHECK(!input_ids.defined(), "outlier analysis: images take no input_ids, got {}",
+             shape_str(input_ids.shape()));
+    input_ids_ = Tensor();
+  } else {
+    QT_CHECK(input_ids.defined() && input_ids.dtype() == DType::i64 && input_ids.dim() == 2,
+             "outlier analysis: text batches need input_ids i64 [B, T], got {}",
+             input_ids.defined()
+                 ? std::string(dtype_name(input_ids.dtype())) + " " + shape_str(input_ids.shape())
+                 : std::string("none"));
+    input_ids_ = ops::contiguous(input_ids);
+    const int64_t* ids = input_ids_.data<int64_t>();
+    delimiter_key_.assign(static_cast<size_t>(input_ids_.numel()), 0);
+    for (int64_t i = 0; i < input_ids_.numel(); ++i)
+      delimiter_key_[static_cast<size_t>(i)] =
+          ids[i] >= 0 && ids[i] < static_cast<int64_t>(is_delimiter_id_.size())
+              ? is_delimiter_id_[static_cast<size_t>(ids[i])]
+              : 0;
+  }
+  ++batches_;
+}
+
+bool OutlierAnalysis::is_delimiter(int64_t batch, int64_t position) const {
+  if (options_.family == "vit") return position == 0;  // the CLS token
+  return delimiter_key_[static_cast<size_t>(batch * input_ids_.size(1) + position)] != 0;
+}
+
+Tensor OutlierAnalysis::at(const std::string& point, const Tensor& x) {
+  QT_CHECK(batches_ > 0, "outlier analysis: call begin_batch before the forward pass ({})", point);
+  if (point == options_.histogram_point) {
+    const Tensor values = ops::contiguous(ops::to(x, DType::f32));
+    const float* v = values.data<float>();
+    histogram_values_.insert(histogram_values_.end(), v, v + values.numel());
+  }
+  const auto found = roles_.find(point);
+  if (found == roles_.end()) return x;
+  const PointRole& role = found->second;
+  if (role.metrics) {
+    if (role.layer == 0 && point == layer_points(options_.family, 0).block_output)
+      sequences_ += x.size(0);
+    const bool with_kurtosis =
+        options_.kurtosis_batches < 0 || batches_ - 1 < options_.kurtosis_batches;
+    const Tensor rows = role.rows_per_token && x.dim() == 3
+                            ? ops::reshape(ops::contiguous(x), {x.size(0) * x.size(1), x.size(2)})
+                            : x;
+    metrics_.add(point, rows, with_kurtosis);
+  }
+  if (role.outliers) observe_outliers(outliers_[static_cast<size_t>(role.outlier_slot)], x);
+  if (role.probabilities) observe_probabilities(role.layer, x);
+  if (role.gate) observe_gate(role.layer, x);
+  return x;
+}
+
+void OutlierAnalysis::observe_outliers(OutlierCounts& counts, const Tensor& x) {
+  QT_CHECK(x.dim() == 3, "outlier analysis: {} must be [B, T, d], got {}", counts.point,
+           shape_str(x.shape()));
+  const OutlierReport report = find_outliers(x, options_.outlier_sigmas);
+  if (counts.per_hidden.empty()) counts.per_hidden.assign(static_cast<size_t>(x.size(2)), 0);
+  QT_CHECK(static_cast<int64_t>(counts.per_hidden.size()) == x.size(2),
+           "outlier analysis: {} changed width to {}", counts.point, shape_str(x.shape()));
+  counts.count += static_cast<int64_t>(report.outliers.size());
+  counts.elements += x.numel();
+  for (size_t k = 0; k < report.count_per_hidden.size(); ++k)
+    counts.per_hidden[k] += report.count_per_hidden[k];
+  for (const OutlierPosition& o : report.outliers) {
+    int64_t key = o.token;  // images: the position (0 = CLS)
+    if (options_.family != "vit") {
+      QT_CHECK(input_ids_.size(0) == x.size(0) && input_ids_.size(1) == x.size(1),
+               "outlier analysis: {} is {} but the batch's input_ids are {}", counts.point,
+               shape_str(x.shape()), shape_str(input_ids_.shape()));
+      key = input_ids_.data<int64_t>()[o.batch * input_ids_.size(1) + o.token];
+    }
+    ++counts.per_token[key];
+  }
+}
+
+void OutlierAnalysis::observe_probabilities(int64_t layer, const Tensor& x) {
+  const int64_t H = options_.heads;
+  QT_CHECK(x.dim() == 4 && x.size(1) == H && x.size(2) == x.size(3),
+           "outlier analysis: attention probabilities of layer {} must be [B, {}, T, T], got {}",
+           layer, H, shape_str(x.shape()));
+  const int64_t B = x.size(0), T = x.size(2);
+  if (options_.family != "vit")
+    QT_CHECK(input_ids_.size(0) == B && input_ids_.size(1) == T,
+             "outlier analysis: attention probabilities {} do not match input_ids {}",
+             shape_str(x.shape()), shape_str(input_ids_.shape()));
+  const Tensor p = dense_f64(x);
+  const double* values = p.data<double>();
+  // mass[b, h] = sum_i sum_{j delimiter} P[b, h, i, j]; one serial sum per (b, h).
+  std::vector<uint8_t> key(static_cast<size_t>(B * T));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < T; ++j) key[static_cast<size_t>(b * T + j)] = is_delimiter(b, j);
+  std::vector<double> mass(static_cast<size_t>(B * H), 0.0);
+  const int64_t work = B * H * T * T;
+#pragma omp parallel for schedule(static) if (work > kParallelThreshold)
+  for (int64_t bh = 0; bh < B * H; ++bh) {
+    const int64_t b = bh / H;
+    const double* matrix = values + bh * T * T;
+    const uint8_t* delimiter = key.data() + b * T;
+    double sum = 0;
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t j = 0; j < T; ++j) sum += delimiter[j] ? matrix[i * T + j] : 0.0;
+    mass[static_cast<size_t>(bh)] = sum;
+  }
+  std::vector<double>& totals = delimiter_sum_[static_cast<size_t>(layer)];
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) totals[static_cast<size_t>(h)] += mass[b * H + h];
+  delimiter_queries_[static_cast<size_t>(layer)] += B * T;
+  if (layer == options_.attention_layer && attention_.probabilities.empty()) {
+    attention_.layer = layer;
+    attention_.head = options_.attention_head;
+    attention_.length = T;
+    const double* matrix = values + options_.attention_head * T * T;  // sequence 0
+    attention_.probabilities.assign(matrix, matrix + T * T);
+    attention_.tokens.clear();
+    for (int64_t t = 0; t < T; ++t)
+      attention_.tokens.push_back(
+          token_text(options_.family == "vit" ? t : input_ids_.data<int64_t>()[t]));
+  }
+}
+
+void OutlierAnalysis::observe_gate(int64_t layer, const Tensor& x) {
+  const int64_t H = options_.heads;
+  QT_CHECK(x.dim() == 3 && x.size(2) == H,
+           "outlier analysis: gate probabilities of layer {} must be [B, T, {}], got {}", layer, H,
+           shape_str(x.shape()));
+  const Tensor pi = dense_f64(x);
+  const double* values = pi.data<double>();
+  GateSums& g = gates_[static_cast<size_t>(layer)];
+  if (g.sum.empty()) {
+    g.sum.assign(static_cast<size_t>(H), 0.0);
+    g.min.assign(static_cast<size_t>(H), std::numeric_limits<double>::infinity());
+    g.max.assign(static_cast<size_t>(H), -std::numeric_limits<double>::infinity());
+  }
+  const int64_t rows = x.size(0) * x.size(1);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t h = 0; h < H; ++h) {
+      const double v = values[r * H + h];
+      g.sum[static_cast<size_t>(h)] += v;
+      g.min[static_cast<size_t>(h)] = std::min(g.min[static_cast<size_t>(h)], v);
+      g.max[static_cast<size_t>(h)] = std::max(g.max[static_cast<size_t>(h)], v);
+    }
+  g.count += rows;
+}
+
+AnalysisResult OutlierAnalysis::result() const {
+  const AnalysisOptions& o = options_;
+  QT_CHECK(batches_ > 0, "outlier analysis: no batch was analysed");
+  AnalysisResult r;
+  r.family = o.family;
+  r.layers = o.layers;
+  r.heads = o.heads;
+  r.batches = batches_;
+  r.sequences = sequences_;
+  for (const auto& [name, sums] : metrics_.per_name)
+    r.names[name] = NameMetrics{metrics_.average_inf_norm(name), metrics_.average_kurtosis(name)};
+  for (const auto& [name, role] : roles_)
+    QT_CHECK(!role.metrics || r.names.count(name) != 0,
+             "outlier analysis: the tap point {} never fired (is the model a {} with {} layers?)",
+             name, o.family, o.layers);
+  std::vector<std::string> ffn_outputs, block_outputs, residual_sums;
+  for (int64_t l = 0; l < o.layers; ++l) {
+    const LayerPoints p = layer_points(o.family, l);
+    r.layer_metrics.push_back(LayerMetrics{r.names.at(p.ffn_output), r.names.at(p.residual_sum),
+                                           r.names.at(p.block_output)});
+    ffn_outputs.push_back(p.ffn_output);
+    block_outputs.push_back(p.block_output);
+    residual_sums.push_back(p.residual_sum);
+  }
+  Headline& h = r.headline;
+  if (o.family == "bert") {
+    h.extra["max_ffn_output_inf_norm"] = metrics_.max_inf_norm(ffn_outputs);
+    h.extra["max_block_output_inf_norm"] = metrics_.max_inf_norm(block_outputs);
+    h.extra["max_residual_sum_inf_norm"] = metrics_.max_inf_norm(residual_sums);
+    h.max_inf_norm = h.extra["max_ffn_output_inf_norm"];
+    h.max_inf_norm_definition = "max over layers of the FFN output (output.dense) inf norm";
+    std::vector<std::string> kurtosis_names = ffn_outputs;
+    kurtosis_names.insert(kurtosis_names.end(), block_outputs.begin(), block_outputs.end());
+    h.avg_kurtosis = metrics_.mean_kurtosis(kurtosis_names);
+    h.avg_kurtosis_definition = "mean over the 2L FFN outputs and block outputs";
+  } else if (o.family == "opt") {
+    h.extra["max_inf_norm_all"] = metrics_.max_inf_norm();
+    h.extra["max_ffn_inf_norm"] = metrics_.max_inf_norm(ffn_outputs);
+    h.extra["max_layer_inf_norm"] = metrics_.max_inf_norm(block_outputs);
+    h.max_inf_norm = h.extra["max_layer_inf_norm"];
+    h.max_inf_norm_definition = "max layer inf norm: max over the layer outputs";
+    // The 1 + 5L names of validate_clm (not the ffn_residual alias of each layer output).
+    std::vector<std::string> spec_names = {"decoder.final_layer_norm:output"};
+    for (int64_t l = 0; l < o.layers; ++l) {
+      const LayerPoints p = layer_points(o.family, l);
+      for (const std::string* name : {&p.block_output, &p.ffn_output, &p.ffn_layer_norm,
+                                      &p.attention_output, &p.attention_layer_norm})
+        spec_names.push_back(*name);
+    }
+    h.avg_kurtosis = metrics_.mean_kurtosis(spec_names);
+    h.avg_kurtosis_definition = "mean over all 1 + 5L tensor names";
+  } else {
+    h.max_inf_norm = metrics_.max_inf_norm(block_outputs);
+    h.max_inf_norm_definition = "max over the block outputs";
+    h.extra["max_ffn_output_inf_norm"] = metrics_.max_inf_norm(ffn_outputs);
+    h.avg_kurtosis = metrics_.mean_kurtosis(block_outputs);
+    h.avg_kurtosis_definition = "mean over the block outputs";
+  }
+  for (const OutlierCounts& c : outliers_) {
+    PointOutliers p;
+    p.point = c.point;
+    p.layer = c.layer;
+    p.count = c.count;
+    p.elements = c.elements;
+    std::vector<std::pair<int64_t, int64_t>> dims, tokens;
+    for (size_t k = 0; k < c.per_hidden.size(); ++k)
+      dims.emplace_back(static_cast<int64_t>(k), c.per_hidden[k]);
+    for (const auto& entry : c.per_token) tokens.push_back(entry);
+    p.hidden_dims = top_counts(dims, o.top_count);
+    p.tokens = top_counts(tokens, o.top_count);
+    for (CountedIndex& t : p.tokens) t.text = token_text(t.index);
+    r.outliers.push_back(std::move(p));
+  }
+  if (o.family == "vit") {
+    r.delimiter_names = {"[CLS]"};
+  } else {
+    r.delimiter_ids = o.delimiter_ids;
+    for (int64_t id : o.delimiter_ids) r.delimiter_names.push_back(token_text(id));
+  }
+  for (int64_t l = 0; l < o.layers; ++l) {
+    const int64_t queries = delimiter_queries_[static_cast<size_t>(l)];
+    QT_CHECK(queries > 0,
+             "outlier analysis: layer {} produced no attention probabilities (the tap point {} "
+             "never fired)",
+             l, layer_points(o.family, l).probabilities);
+    std::vector<double> mass = delimiter_sum_[static_cast<size_t>(l)];
+    for (double& m : mass) m /= static_cast<double>(queries);
+    r.delimiter_attention.push_back(std::move(mass));
+  }
+  const bool gated =
+      std::any_of(gates_.begin(), gates_.end(), [](const GateSums& g) { return g.count > 0; });
+  if (gated) {
+    for (int64_t l = 0; l < o.layers; ++l) {
+      const GateSums& g = gates_[static_cast<size_t>(l)];
+      QT_CHECK(g.count > 0, "outlier analysis: layer {} has no gate probabilities", l);
+      std::vector<GateStatistics> heads;
+      for (int64_t hd = 0; hd < o.heads; ++hd)
+        heads.push_back(
+            GateStatistics{g.sum[static_cast<size_t>(hd)] / static_cast<double>(g.count),
+                           g.min[static_cast<size_t>(hd)], g.max[static_cast<size_t>(hd)]});
+      r.gates.push_back(std::move(heads));
+    }
+  }
+  QT_CHECK(!histogram_values_.empty(),
+           "outlier analysis: the histogram point {} never fired (point names: "
+           "nn/activation_tap.h)",
+           o.histogram_point);
+  Histogram& hist = r.histogram;
+  hist.point = o.histogram_point;
+  const auto [lowest, highest] =
+      std::minmax_element(histogram_values_.begin(), histogram_values_.end());
+  hist.low = *lowest;
+  hist.high = *highest > *lowest ? static_cast<double>(*highest) : hist.low + 1.0;
+  hist.counts.assign(static_cast<size_t>(o.histogram_bins), 0);
+  hist.values = static_cast<int64_t>(histogram_values_.size());
+  const double width = (hist.high - hist.low) / static_cast<double>(o.histogram_bins);
+  for (float v : histogram_values_) {
+    const int64_t bin = std::min(o.histogram_bins - 1,
+                                 static_cast<int64_t>((static_cast<double>(v) - hist.low) / width));
+    ++hist.counts[static_cast<size_t>(bin)];
+  }
+  r.attention = attention_;
+  return r;
+}
+
+nlohmann::json to_json(const AnalysisResult& r) {
+  nlohmann::json j;
+  j["format"] = "qtlab.analysis";
+  j["version"] = 1;
+  j["family"] = r.family;
+  j["layers"] = r.layers;
+  j["heads"] = r.heads;
+  j["batches"] = r.batches;
+  j["sequences"] = r.sequences;
+  j["headline"] = {{"max_inf_norm", r.headline.max_inf_norm},
+                   {"max_inf_norm_definition", r.headline.max_inf_norm_definition},
+                   {"avg_kurtosis", r.headline.avg_kurtosis},
+                   {"avg_kurtosis_definition", r.headline.avg_kurtosis_definition},
+                   {"extra", r.headline.extra}};
+  nlohmann::json layers = nlohmann::json::array();
+  for (size_t l = 0; l < r.layer_metrics.size(); ++l) {
+    const LayerMetrics& m = r.layer_metrics[l];
+    layers.push_back({{"layer", l},
+                      {"ffn_output", name_metrics_json(m.ffn_output)},
+                      {"residual_sum", name_metrics_json(m.residual_sum)},
+                      {"block_output", name_metrics_json(m.block_output)}});
+  }
+  j["layer_metrics"] = layers;
+  nlohmann::json names = nlohmann::json::object();
+  for (const auto& [name, m] : r.names) names[name] = name_metrics_json(m);
+  j["names"] = names;
+  nlohmann::json outliers = nlohmann::json::array();
+  for (const PointOutliers& p : r.outliers)
+    outliers.push_back({{"point", p.point},
+                        {"layer", p.layer},
+                        {"count", p.count},
+                        {"elements", p.elements},
+                        {"hidden_dims", counted_json(p.hidden_dims, false)},
+                        {"tokens", counted_json(p.tokens, true)}});
+  j["outliers"] = outliers;
+  j["delimiter_ids"] = r.delimiter_ids;
+  j["delimiter_names"] = r.delimiter_names;
+  j["delimiter_attention"] = r.delimiter_attention;
+  nlohmann::json gates = nlohmann::json::array();
+  for (const auto& layer : r.gates) {
+    nlohmann::json heads = nlohmann::json::array();
+    for (const GateStatistics& g : layer)
+      heads.push_back({{"mean", g.mean}, {"min", g.min}, {"max", g.max}});
+    gates.push_back(heads);
+  }
+  j["gates"] = gates;
+  j["histogram"] = {{"point", r.histogram.point},
+                    {"low", r.histogram.low},
+                    {"high", r.histogram.high},
+                    {"values", r.histogram.values},
+                    {"counts", r.histogram.counts}};
+  nlohmann::json rows = nlohmann::json::array();
+  const AttentionMatrix& a = r.attention;
+  for (int64_t i = 0; i < a.length; ++i)
+    rows.push_back(std::vector<double>(a.probabilities.begin() + i * a.length,
+                                       a.probabilities.begin() + (i + 1) * a.length));
+  j["attention_matrix"] = {{"layer", a.layer},
+                           {"head", a.head},
+                           {"length", a.length},
+                           {"tokens", a.tokens},
+                           {"probabilities", rows}};
+  return j;
+}
+
+AnalysisResult analysis_from_json(const nlohmann::json& j) {
+  try {
+    QT_CHECK(j.value("format", "") == "qtlab.analysis",
+             "analysis_from_json: not a qtlab analysis (format '{}')", j.value("format", ""));
+    AnalysisResult r;
+    r.family = j.at("family").get<std::string>();
+    r.layers = j.at("layers").get<int64_t>();
+    r.heads = j.at("heads").get<int64_t>();
+    r.batches = j.at("batches").get<int64_t>();
+    r.sequences = j.at("sequences").get<int64_t>();
+    const auto& h = j.at("headline");
+    r.headline.max_inf_norm = h.at("max_inf_norm").get<double>();
+    r.headline.max_inf_norm_definition = h.at("max_inf_norm_definition").get<std::string>();
+    r.headline.avg_kurtosis = h.at("avg_kurtosis").get<double>();
+    r.headline.avg_kurtosis_definition = h.at("avg_kurtosis_definition").get<std::string>();
+    r.headline.extra = h.at("extra").get<std::map<std::string, double>>();
+    for (const auto& l : j.at("layer_metrics"))
+      r.layer_metrics.push_back(LayerMetrics{name_metrics_from(l.at("ffn_output")),
+                                             name_metrics_from(l.at("residual_sum")),
+                                             name_metrics_from(l.at("block_output"))});
+    for (const auto& [name, m] : j.at("names").items()) r.names[name] = name_metrics_from(m);
+    for (const auto& p : j.at("outliers"))
+      r.outliers.push_back(
+          PointOutliers{p.at("point").get<std::string>(), p.at("layer").get<int64_t>(),
+                        p.at("count").get<int64_t>(), p.at("elements").get<int64_t>(),
+                        counted_from(p.at("hidden_dims")), counted_from(p.at("tokens"))});
+    r.delimiter_ids = j.at("delimiter_ids").get<std::vector<int64_t>>();
+    r.delimiter_names = j.at("delimiter_names").get<std::vector<std::string>>();
+    r.delimiter_attention = j.at("delimiter_attention").get<std::vector<std::vector<double>>>();
+    for (const auto& layer : j.at("gates")) {
+      std::vector<GateStatistics> heads;
+      for (const auto& g : layer)
+        heads.push_back(GateStatistics{g.at("mean").get<double>(), g.at("min").get<double>(),
+                                       g.at("max").get<double>()});
+      r.gates.push_back(std::move(heads));
+    }
+    const auto& hist = j.at("histogram");
+    r.histogram.point = hist.at("point").get<std::string>();
+    r.histogram.low = hist.at("low").get<double>();
+    r.histogram.high = hist.at("high").get<double>();
+    r.histogram.values = hist.at("values").get<int64_t>();
+    r.histogram.counts = hist.at("counts").get<std::vector<int64_t>>();
+    const auto& a = j.at("attention_matrix");
+    r.attention.layer = a.at("layer").get<int64_t>();
+    r.attention.head = a.at("head").get<int64_t>();
+    r.attention.length = a.at("length").get<int64_t>();
+    r.attention.tokens = a.at("tokens").get<std::vector<std::string>>();
+    for (const auto& row : a.at("probabilities")) {
+      const auto values = row.get<std::vector<double>>();
+      QT_CHECK(static_cast<int64_t>(values.size()) == r.attention.length,
+               "analysis_from_json: attention matrix row of {} values, expected {}", values.size(),
+               r.attention.length);
+      r.attention.probabilities.insert(r.attention.probabilities.end(), values.begin(),
+                                       values.end());
+    }
+    return r;
+  } catch (const nlohmann::json::exception& e) {
+    fail("analysis_from_json: malformed analysis JSON: {}", e.what());
+  }
+}
+
+AnalysisResult analyze_model(models::Model& model, const models::RunData& data,
+                             AnalysisOptions options, int64_t batch_size, int64_t batches) {
+  QT_CHECK(batch_size > 0, "analyze_model: batch size must be > 0, got {}", batch_size);
+  QT_CHECK(data.validation_samples > 0, "analyze_model: the validation split is empty");
+  options.family = model.config.family;
+  options.layers = model.config.layers;
+  options.heads = model.config.heads;
+  OutlierAnalysis analysis(std::move(options));
+  const bool was_training = model.is_training();
+  model.eval();
+  NoGradGuard no_grad;
+  const int64_t total = (data.validation_samples + batch_size - 1) / batch_size;
+  const int64_t count = batches > 0 ? std::min(batches, total) : total;
+  std::vector<int64_t> indices;
+  for (int64_t b = 0; b < count; ++b) {
+    const int64_t begin = b * batch_size;
+    const int64_t end = std::min(begin + batch_size, data.validation_samples);
+    indices.resize(static_cast<size_t>(end - begin));
+    std::iota(indices.begin(), indices.end(), begin);
+    const models::Batch batch = models::to_model_batch(data.validation_batch(indices, 0));
+    analysis.begin_batch(model.config.family == "vit" ? Tensor() : batch.input_ids);
+    nn::TapScope scope(&analysis);
+    // The loss runs the whole model (BERT's head only on masked rows); with no label in the
+    // batch, the logits do.
+    if (models::Model::count_labels(batch.labels) > 0)
+      (void)model.loss(batch);
+    else
+      (void)model.logits(batch);
+  }
+  model.train(was_training);
+  return analysis.result();
+}
+
+}  // namespace qt::quant

@@ -1,0 +1,259 @@
+// `qtlab quantize --checkpoint RUN_DIR/model.safetensors`: simulated W`b`A`b` post-training
+// quantization (paper-spec §4; quant/quantized_model.h). Builds the model from the run config
+// stored in the checkpoint, evaluates it in FP, quantizes a copy (weights in place; activations at
+// the §4.3 points), calibrates on random training batches, evaluates the quantized copy on the same
+// validation batches and prints both figures side by side. The calibrated ranges are saved as
+// JSON (default RUN_DIR/quant-ranges-w<b>a<b>.json) for integer inference.
+//
+// Defaults per family are the paper's (spec §4.4): BERT / ViT min-max weights and running min-max
+// activations; OPT MSE weights and running 99.999th-percentile activations; FP head for BERT and
+// OPT, quantized classifier for ViT. 16 calibration batches (the paper; the repo's README uses 4
+// for OPT).
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "models/config.h"
+#include "models/evaluation.h"
+#include "models/model.h"
+#include "models/run_data.h"
+#include "nn/checkpoint.h"
+#include "optim/distributed.h"
+#include "quant/calibrated_ranges.h"
+#include "quant/quantization_setup.h"
+#include "quant/quantized_model.h"
+#include "tensor/error.h"
+#include "tensor/threads.h"
+#include "tools/commands.h"
+
+namespace {
+
+struct QuantizeArguments {
+  std::string checkpoint;
+  std::vector<std::string> assignments;
+  int weight_bits = 8;
+  int activation_bits = 8;
+  std::string weight_range;      // "" = the family's default
+  std::string activation_range;  // "" = the family's default
+  std::string head;              // "" = the family's default; fp | quantized
+  int layer_norm_bits = 0;
+  int final_layer_norm_bits = 0;
+  int64_t calibration_batches = 16;
+  int64_t calibration_batch_size = 0;
+  uint64_t seed = 2000;
+  int64_t eval_batches = 0;
+  int64_t batch_size = 0;
+  std::string ranges_out;
+  int threads = 0;
+  bool json = false;
+};
+
+void check_bits_flag(int bits, const char* flag) {
+  QT_CHECK(bits >= qt::quant::kMinBits && bits <= qt::quant::kMaxBits,
+           "quantize: {} {} must lie in [{}, {}]", flag, bits, qt::quant::kMinBits,
+           qt::quant::kMaxBits);
+}
+
+// The options from the family's paper defaults and the flags.
+qt::quant::QuantizationOptions quantization_options(const QuantizeArguments& a,
+                                                    const std::string& family) {
+  check_bits_flag(a.weight_bits, "--wbits");
+  check_bits_flag(a.activation_bits, "--abits");
+  if (a.layer_norm_bits != 0) check_bits_flag(a.layer_norm_bits, "--ln-bits");
+  if (a.final_layer_norm_bits != 0) check_bits_flag(a.final_layer_norm_bits, "--final-ln-bits");
+  qt::quant::QuantizationOptions o = qt::quant::paper_quantization_options(family);
+  o.weight_bits = a.weight_bits;
+  o.activation_bits = a.activation_bits;
+  o.layer_norm_bits = a.layer_norm_bits;
+  o.final_layer_norm_bits = a.final_layer_norm_bits;
+  if (a.weight_range == "minmax") {
+    o.weight_range = qt::quant::RangeMethod::current_min_max;
+  } else if (a.weight_range == "mse") {
+    o.weight_range = qt::quant::RangeMethod::mse_grid;
+  } else {
+    QT_CHECK(a.weight_range.empty(), "quantize: unknown --weight-range '{}' (use minmax or mse)",
+             a.weight_range);
+  }
+  const std::string percentile_prefix = "percentile:";
+  if (a.activation_range == "running-minmax") {
+    o.activation_percentile.reset();
+  } else if (a.activation_range.rfind(percentile_prefix, 0) == 0) {
+    const std::string value = a.activation_range.substr(percentile_prefix.size());
+    size_t used = 0;
+    double p = 0;
+    try {
+      p = std::stod(value, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    QT_CHECK(used > 0 && used == value.size() && p >= 50.0 && p < 100.0,
+             "quantize: --act-range '{}': the percentile must be a number in [50, 100), e.g. "
+             "percentile:99.999",
+             a.activation_range);
+    o.activation_percentile = p;
+  } else {
+    QT_CHECK(a.activation_range.empty(),
+             "quantize: unknown --act-range '{}' (use running-minmax or percentile:P, e.g. "
+             "percentile:99.999)",
+             a.activation_range);
+  }
+  if (a.head == "fp") {
+    o.head_quantized = false;
+  } else if (a.head == "quantized") {
+    o.head_quantized = true;
+  } else {
+    QT_CHECK(a.head.empty(), "quantize: unknown --head '{}' (use fp or quantized)", a.head);
+  }
+  return o;
+}
+
+std::string default_ranges_path(const std::string& checkpoint, int weight_bits,
+                                int activation_bits) {
+  const std::filesystem::path dir = std::filesystem::path(checkpoint).parent_path();
+  return (dir / fmt::format("quant-ranges-w{}a{}.json", weight_bits, activation_bits)).string();
+}
+
+void run_quantize(const QuantizeArguments& a) {
+  if (a.threads > 0) qt::set_num_threads(a.threads);
+  QT_CHECK(a.calibration_batches >= 1, "quantize: --calib-batches must be >= 1, got {}",
+           a.calibration_batches);
+  QT_CHECK(std::filesystem::exists(a.checkpoint), "quantize: checkpoint '{}' does not exist",
+           a.checkpoint);
+  const std::string stored = qt::nn::read_model_config(a.checkpoint);
+  QT_CHECK(!stored.empty(),
+           "quantize: {} holds no run configuration (not written by qtlab pretrain?)",
+           a.checkpoint);
+  const nlohmann::json json = nlohmann::json::parse(stored, nullptr, false);
+  QT_CHECK(!json.is_discarded(), "quantize: the configuration stored in {} is not valid JSON",
+           a.checkpoint);
+  qt::models::RunConfig config = qt::models::from_json(json);
+  for (const std::string& assignment : a.assignments)
+    qt::models::set_assignment(config, assignment);
+  const std::string& family = config.model.family;
+  const qt::quant::QuantizationOptions options = quantization_options(a, family);
+
+  std::shared_ptr<qt::models::Model> model =
+      qt::models::build_model(config.model, config.train.seed);
+  qt::nn::load_model(a.checkpoint, *model);
+  const qt::models::RunData data = qt::models::load_run_data(config);
+  const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
+
+  const qt::models::EvaluationResult fp =
+      qt::models::evaluate(*model, data, batch_size, a.eval_batches);
+
+  qt::quant::QuantizedModel quantized(qt::quant::copy_model(*model),
+                                      qt::quant::quantization_setup(*model, options));
+  qt::quant::CalibrationOptions calibration;
+  calibration.batches = a.calibration_batches;
+  calibration.batch_size =
+      a.calibration_batch_size > 0 ? a.calibration_batch_size : config.train.batch_size;
+  calibration.seed = a.seed;
+  quantized.calibrate(data, calibration);
+  const qt::models::EvaluationResult q = quantized.evaluate(data, batch_size, a.eval_batches);
+
+  if (qt::distributed::rank() != 0) return;
+  const std::string ranges_path =
+      a.ranges_out.empty()
+          ? default_ranges_path(a.checkpoint, options.weight_bits, options.activation_bits)
+          : a.ranges_out;
+  qt::quant::save_calibrated_ranges(ranges_path, quantized.ranges());
+
+  const qt::quant::QuantizationSetup& setup = quantized.setup();
+  int64_t lookup_weights = 0;
+  for (const auto& [name, weight] : setup.weights) lookup_weights += !weight.lookup_point.empty();
+  const std::string label = fmt::format("W{}A{}", options.weight_bits, options.activation_bits);
+  const std::string weight_range = qt::quant::range_method_name(options.weight_range);
+  const std::string activation_range = qt::quant::activation_range_name(options);
+  const bool vit = family == "vit";
+  if (a.json) {
+    const auto result = [vit](const qt::models::EvaluationResult& r) {
+      nlohmann::json out = {{"loss", r.loss}};
+      if (vit)
+        out["accuracy"] = r.accuracy;
+      else
+        out["perplexity"] = r.perplexity;
+      return out;
+    };
+    const nlohmann::json out = {{"checkpoint", a.checkpoint},
+                                {"family", family},
+                                {"weight_bits", options.weight_bits},
+                                {"activation_bits", options.activation_bits},
+                                {"weight_range", weight_range},
+                                {"activation_range", activation_range},
+                                {"head_quantized", options.head_quantized},
+                                {"calibration_batches", quantized.calibration_batches()},
+                                {"calibration_seed", a.seed},
+                                {"activation_points", setup.activations.size()},
+                                {"weights", setup.weights.size()},
+                                {"weights_at_lookup", lookup_weights},
+                                {"samples", fp.samples},
+                                {"labels", fp.labels},
+                                {"fp", result(fp)},
+                                {"quantized", result(q)},
+                                {"ranges", ranges_path}};
+    std::printf("%s\n", out.dump().c_str());
+    return;
+  }
+  std::printf("%s\n", fmt::format("{}: {} {} (weights {}, activations {}, {} head), calibrated on "
+                                  "{} training batches of {} (seed {})",
+                                  a.checkpoint, family, label, weight_range, activation_range,
+                                  options.head_quantized ? "quantized" : "FP",
+                                  quantized.calibration_batches(), calibration.batch_size, a.seed)
+                          .c_str());
+  std::printf("%s\n", fmt::format("  quantized: {} activation points, {} weights ({} at their "
+                                  "lookups)",
+                                  setup.activations.size(), setup.weights.size(), lookup_weights)
+                          .c_str());
+  std::printf("%s\n", fmt::format("  evaluated on {} validation {} ({} labelled)", fp.samples,
+                                  vit ? "images" : "sequences", fp.labels)
+                          .c_str());
+  std::printf("  %-6s %10s %12s\n", "", "loss", vit ? "accuracy" : "perplexity");
+  for (const auto& [name, r] : {std::pair{std::string("FP32"), fp}, std::pair{label, q}}) {
+    if (vit)
+      std::printf("  %-6s %10.4f %11.2f%%\n", name.c_str(), r.loss, 100 * r.accuracy);
+    else
+      std::printf("  %-6s %10.4f %12.3f\n", name.c_str(), r.loss, r.perplexity);
+  }
+  std::printf("  ranges saved to %s\n", ranges_path.c_str());
+}
+
+}  // namespace
+
+void add_quantize_command(CLI::App& app) {
+  auto arguments = std::make_shared<QuantizeArguments>();
+  CLI::App* cmd = app.add_subcommand(
+      "quantize", "W8A8 post-training quantization: FP vs quantized perplexity / accuracy");
+  cmd->add_option("--checkpoint", arguments->checkpoint, "RUN_DIR/model.safetensors")->required();
+  cmd->add_option("--wbits", arguments->weight_bits, "weight bits (default 8)");
+  cmd->add_option("--abits", arguments->activation_bits, "activation bits (default 8)");
+  cmd->add_option("--weight-range", arguments->weight_range,
+                  "minmax | mse (default: mse for OPT, minmax otherwise)");
+  cmd->add_option("--act-range", arguments->activation_range,
+                  "running-minmax | percentile:P (default: percentile:99.999 for OPT, "
+                  "running-minmax otherwise)");
+  cmd->add_option("--head", arguments->head,
+                  "fp | quantized (default: fp for BERT/OPT, quantized for ViT)");
+  cmd->add_option("--ln-bits", arguments->layer_norm_bits,
+                  "bits of every LayerNorm output (e.g. 16; default: --abits)");
+  cmd->add_option("--final-ln-bits", arguments->final_layer_norm_bits,
+                  "bits of the LayerNorm output feeding the head (e.g. 16)");
+  cmd->add_option("--calib-batches", arguments->calibration_batches,
+                  "calibration batches from the training split (default 16)");
+  cmd->add_option("--calib-batch-size", arguments->calibration_batch_size,
+                  "default: the run's train.batch_size");
+  cmd->add_option("--seed", arguments->seed, "calibration sample seed (default 2000)");
+  cmd->add_option("--eval-batches", arguments->eval_batches, "validation batches (default: all)");
+  cmd->add_option("--batch-size", arguments->batch_size,
+                  "validation batch size (default: the run's train.batch_size)");
+  cmd->add_option("--ranges-out", arguments->ranges_out,
+                  "calibrated ranges JSON (default RUN_DIR/quant-ranges-w<b>a<b>.json)");
+  cmd->add_option("--set", arguments->assignments, "override a stored key, e.g. data.dir=...");
+  cmd->add_option("--threads", arguments->threads, "OpenMP threads (default: all)");
+  cmd->add_flag("--json", arguments->json, "one JSON object instead of text");
+  cmd->callback([arguments] { run_quantize(*arguments); });
+}
