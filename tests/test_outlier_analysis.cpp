@@ -24,6 +24,7 @@
 #include "tensor/ops.h"
 #include "tensor/threads.h"
 #include "tests/test_util.h"
+#include "tests/tiny_run.h"
 
 namespace {
 
@@ -32,11 +33,7 @@ using qt::quant::AnalysisOptions;
 using qt::quant::AnalysisResult;
 using qt::quant::OutlierAnalysis;
 
-struct OneThread {
-  int previous = qt::num_threads();
-  OneThread() { qt::set_num_threads(1); }
-  ~OneThread() { qt::set_num_threads(previous); }
-};
+using qt::test::OneThread;
 
 // Copies every activation it sees, per point name, one entry per forward pass.
 struct Recorder : qt::nn::ActivationTaps {

@@ -40,33 +40,18 @@
 #include "tensor/threads.h"
 #include "tensor/view.h"
 #include "tests/test_util.h"
+#include "tests/tiny_run.h"
 
 namespace {
 
 using qt::models::RunConfig;
 using qt::quant::QuantizedModel;
 
-struct OneThread {
-  int previous = qt::num_threads();
-  OneThread() { qt::set_num_threads(1); }
-  ~OneThread() { qt::set_num_threads(previous); }
-};
+using qt::test::OneThread;
 
 RunConfig tiny_config(const std::string& family, const std::string& gate = "none") {
-  RunConfig c = qt::models::preset(family == "vit"   ? "vit-tiny"
-                                   : family == "opt" ? "opt-mini"
-                                                     : "bert-mini");
-  c.model.layers = 2;
-  c.model.hidden = 32;
-  c.model.heads = 2;
-  c.model.ffn = 64;
-  c.model.vocab_size = 64;
-  c.model.max_length = 16;
-  c.model.image_size = 16;
-  c.model.patch_size = 4;
+  RunConfig c = qt::test::tiny_run_config(family);
   c.model.gate = gate;
-  c.data.dataset = "synthetic";
-  c.train.batch_size = 8;
   return c;
 }
 

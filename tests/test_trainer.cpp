@@ -22,27 +22,16 @@
 #include "tensor/safetensors.h"
 #include "tensor/threads.h"
 #include "tests/test_util.h"
+#include "tests/tiny_run.h"
 
 namespace {
 
 using qt::models::RunConfig;
 
-// A BERT small enough that a step takes a few milliseconds.
+// A tiny model (tests/tiny_run.h) with a short, evaluated, checkpointed run.
 RunConfig tiny_config(const std::string& family, const std::string& run_dir) {
-  RunConfig c = qt::models::preset(family == "vit"   ? "vit-tiny"
-                                   : family == "opt" ? "opt-mini"
-                                                     : "bert-mini");
-  c.model.layers = 2;
-  c.model.hidden = 32;
-  c.model.heads = 2;
-  c.model.ffn = 64;
-  c.model.vocab_size = 64;
-  c.model.max_length = 16;
-  c.model.image_size = 16;
-  c.model.patch_size = 4;
-  c.data.dataset = "synthetic";
+  RunConfig c = qt::test::tiny_run_config(family);
   c.train.steps = 6;
-  c.train.batch_size = 8;
   c.train.lr = 3e-3;
   c.train.log_every = 1;
   c.train.eval_every = 3;
@@ -58,13 +47,7 @@ std::string run_directory(const std::string& name) {
   return dir.string();
 }
 
-// The models here are tiny: one thread avoids OpenMP fork/join costs that dominate their steps
-// (and keeps the suite quick on a busy machine). Restores the setting at the end of the test.
-struct OneThread {
-  int previous = qt::num_threads();
-  OneThread() { qt::set_num_threads(1); }
-  ~OneThread() { qt::set_num_threads(previous); }
-};
+using qt::test::OneThread;
 
 qt::models::TrainOptions quiet() {
   qt::models::TrainOptions options;

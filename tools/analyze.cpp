@@ -15,6 +15,7 @@
 #include "data/tokenizer.h"
 #include "models/model.h"
 #include "models/run_data.h"
+#include "models/saved_model.h"
 #include "nn/checkpoint.h"
 #include "quant/outlier_analysis.h"
 #include "tensor/atomic_file.h"
@@ -74,20 +75,7 @@ std::string printable(const std::string& text) {
 }
 
 qt::quant::AnalysisResult analyze(const AnalyzeArguments& a) {
-  QT_CHECK(std::filesystem::exists(a.checkpoint), "analyze: checkpoint {} does not exist",
-           a.checkpoint);
-  const std::string stored = qt::nn::read_model_config(a.checkpoint);
-  QT_CHECK(!stored.empty(),
-           "analyze: {} holds no run configuration (not written by qtlab pretrain?)", a.checkpoint);
-  const nlohmann::json json = nlohmann::json::parse(stored, nullptr, false);
-  QT_CHECK(!json.is_discarded(), "analyze: the configuration stored in {} is not valid JSON",
-           a.checkpoint);
-  qt::models::RunConfig config = qt::models::from_json(json);
-  for (const std::string& assignment : a.assignments)
-    qt::models::set_assignment(config, assignment);
-  std::shared_ptr<qt::models::Model> model =
-      qt::models::build_model(config.model, config.train.seed);
-  qt::nn::load_model(a.checkpoint, *model);
+  const auto [config, model] = qt::models::load_saved_model(a.checkpoint, a.assignments);
   const qt::models::RunData data = qt::models::load_run_data(config);
   qt::quant::AnalysisOptions options;
   options.token_strings = token_strings(config, data, a.checkpoint);

@@ -9,6 +9,7 @@
 #include "models/evaluation.h"
 #include "models/model.h"
 #include "models/run_data.h"
+#include "models/saved_model.h"
 #include "nn/checkpoint.h"
 #include "optim/distributed.h"
 #include "tensor/error.h"
@@ -28,18 +29,7 @@ struct EvalArguments {
 
 void run_eval(const EvalArguments& a) {
   if (a.threads > 0) qt::set_num_threads(a.threads);
-  const std::string stored = qt::nn::read_model_config(a.checkpoint);
-  QT_CHECK(!stored.empty(), "eval: {} holds no run configuration (not written by qtlab pretrain?)",
-           a.checkpoint);
-  const nlohmann::json json = nlohmann::json::parse(stored, nullptr, false);
-  QT_CHECK(!json.is_discarded(), "eval: the configuration stored in {} is not valid JSON",
-           a.checkpoint);
-  qt::models::RunConfig config = qt::models::from_json(json);
-  for (const std::string& assignment : a.assignments)
-    qt::models::set_assignment(config, assignment);
-  std::shared_ptr<qt::models::Model> model =
-      qt::models::build_model(config.model, config.train.seed);
-  qt::nn::load_model(a.checkpoint, *model);
+  const auto [config, model] = qt::models::load_saved_model(a.checkpoint, a.assignments);
   const qt::models::RunData data = qt::models::load_run_data(config);
   const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
   const qt::models::EvaluationResult r = qt::models::evaluate(*model, data, batch_size, a.batches);

@@ -52,13 +52,13 @@ The safetensors file is written by hand (8-byte little-endian header length, JSO
 a multiple of 8, raw little-endian data; I64 tensors first so every tensor is aligned).
 """
 
-import json
 import math
 import os
-import struct
 import sys
 
 import torch
+
+from safetensors_writer import write_safetensors
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -80,31 +80,7 @@ IGNORE = -100
 # safetensors writer
 
 
-def write_safetensors(path, tensors, metadata):
-    """tensors: list of (name, torch.Tensor); floating tensors are stored as F32, integer as I64."""
-    entries = []
-    for name, tensor in tensors:
-        tensor = tensor.detach().cpu().contiguous()
-        if tensor.is_floating_point():
-            data = tensor.to(torch.float32).numpy().astype("<f4").tobytes()
-            entries.append((name, "F32", list(tensor.shape), data))
-        else:
-            data = tensor.to(torch.int64).numpy().astype("<i8").tobytes()
-            entries.append((name, "I64", list(tensor.shape), data))
-    entries.sort(key=lambda e: 0 if e[1] == "I64" else 1)  # stable: keeps the given order per dtype
-    header = {"__metadata__": {k: str(v) for k, v in metadata.items()}}
-    offset = 0
-    for name, dtype, shape, data in entries:
-        assert name not in header, name
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-    header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    header_bytes += b" " * ((8 - len(header_bytes) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(header_bytes)))
-        f.write(header_bytes)
-        for _, _, _, data in entries:
-            f.write(data)
+# write_safetensors: tools/safetensors_writer.py (one writer for every fixture script).
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,46 +45,20 @@ The safetensors format is written by hand (8-byte header length, JSON header pad
 8-byte dtypes first); output is byte-identical from run to run.
 """
 
-import json
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
+
+from safetensors_writer import write_safetensors
 
 GENERATOR = "tools/make_quant_fixtures.py (torch %s, numpy %s)" % (
     torch.__version__.split("+")[0], np.__version__)
 EPS = 1e-8
 
 
-def write_safetensors(path, tensors, metadata):
-    """tensors: list of (name, tensor); torch float32 -> F32, float64 -> F64, int -> I64."""
-    entries = []
-    for name, tensor in tensors:
-        tensor = tensor.detach().cpu().contiguous()
-        if tensor.dtype == torch.float64:
-            entries.append((name, "F64", list(tensor.shape), tensor.numpy().astype("<f8").tobytes()))
-        elif tensor.is_floating_point():
-            entries.append((name, "F32", list(tensor.shape),
-                            tensor.to(torch.float32).numpy().astype("<f4").tobytes()))
-        else:
-            entries.append((name, "I64", list(tensor.shape),
-                            tensor.to(torch.int64).numpy().astype("<i8").tobytes()))
-    entries.sort(key=lambda e: 0 if e[1] in ("I64", "F64") else 1)  # 8-byte types first, stable
-    header = {"__metadata__": {k: str(v) for k, v in metadata.items()}}
-    offset = 0
-    for name, dtype, shape, data in entries:
-        assert name not in header, name
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-    header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    header_bytes += b" " * ((8 - len(header_bytes) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(header_bytes)))
-        f.write(header_bytes)
-        for _, _, _, data in entries:
-            f.write(data)
+# write_safetensors: tools/safetensors_writer.py (one writer for every fixture script).
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +185,7 @@ def make_uniform(output_dir):
         tensors += t
         meta.update(m)
     tensors += parameter_edge_cases()
-    write_safetensors(os.path.join(output_dir, "quant_uniform.safetensors"), tensors, meta)
+    write_safetensors(os.path.join(output_dir, "quant_uniform.safetensors"), tensors, meta, keep_float64=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,7 +358,7 @@ def make_range(output_dir):
         tensors += [("mse_%s.losses" % name, torch.tensor(search.loss64, dtype=torch.float64)),
                     ("mse_%s.min" % name, low), ("mse_%s.max" % name, high)]
         meta["mse_" + name] = "%d,%d,%s" % (bits, int(symmetric), "none" if axis is None else axis)
-    write_safetensors(os.path.join(output_dir, "quant_range.safetensors"), tensors, meta)
+    write_safetensors(os.path.join(output_dir, "quant_range.safetensors"), tensors, meta, keep_float64=True)
 
 
 def main():

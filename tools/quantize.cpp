@@ -22,6 +22,7 @@
 #include "models/evaluation.h"
 #include "models/model.h"
 #include "models/run_data.h"
+#include "models/saved_model.h"
 #include "nn/checkpoint.h"
 #include "optim/distributed.h"
 #include "quant/calibrated_ranges.h"
@@ -122,24 +123,9 @@ void run_quantize(const QuantizeArguments& a) {
   if (a.threads > 0) qt::set_num_threads(a.threads);
   QT_CHECK(a.calibration_batches >= 1, "quantize: --calib-batches must be >= 1, got {}",
            a.calibration_batches);
-  QT_CHECK(std::filesystem::exists(a.checkpoint), "quantize: checkpoint '{}' does not exist",
-           a.checkpoint);
-  const std::string stored = qt::nn::read_model_config(a.checkpoint);
-  QT_CHECK(!stored.empty(),
-           "quantize: {} holds no run configuration (not written by qtlab pretrain?)",
-           a.checkpoint);
-  const nlohmann::json json = nlohmann::json::parse(stored, nullptr, false);
-  QT_CHECK(!json.is_discarded(), "quantize: the configuration stored in {} is not valid JSON",
-           a.checkpoint);
-  qt::models::RunConfig config = qt::models::from_json(json);
-  for (const std::string& assignment : a.assignments)
-    qt::models::set_assignment(config, assignment);
+  const auto [config, model] = qt::models::load_saved_model(a.checkpoint, a.assignments);
   const std::string& family = config.model.family;
   const qt::quant::QuantizationOptions options = quantization_options(a, family);
-
-  std::shared_ptr<qt::models::Model> model =
-      qt::models::build_model(config.model, config.train.seed);
-  qt::nn::load_model(a.checkpoint, *model);
   const qt::models::RunData data = qt::models::load_run_data(config);
   const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
 
