@@ -159,7 +159,7 @@ void Tokenizer::save(const std::string& path) const {
   for (size_t r = 0; r < merges_.size(); ++r)
     text += fmt::format("{}\n  [{}, {}]", r == 0 ? "" : ",", merges_[r].first, merges_[r].second);
   text += "\n]}\n";
-  write_file_atomically(path, [&text](FileWriter& out) { out.write(text.data(), text.size()); });
+  write_text_atomically(path, text);
 }
 
 Tokenizer Tokenizer::load(const std::string& path) {

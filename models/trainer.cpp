@@ -41,10 +41,6 @@ std::string format_duration(double seconds) {
   return fmt::format("{}m{:02}s", s / 60, s % 60);
 }
 
-void write_text_atomically(const std::string& path, const std::string& text) {
-  write_file_atomically(path, [&](FileWriter& out) { out.write(text.data(), text.size()); });
-}
-
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   QT_CHECK(in.good(), "cannot read {}", path);

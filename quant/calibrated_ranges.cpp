@@ -107,7 +107,7 @@ void save_calibrated_ranges(const std::string& path, const CalibratedRanges& ran
   for (const auto& [name, r] : ranges.activations) j["activations"][name] = range_to_json(r);
   for (const auto& [name, r] : ranges.weights) j["weights"][name] = range_to_json(r);
   const std::string text = j.dump(1) + "\n";
-  write_file_atomically(path, [&text](FileWriter& out) { out.write(text.data(), text.size()); });
+  write_text_atomically(path, text);
 }
 
 CalibratedRanges load_calibrated_ranges(const std::string& path) {

@@ -78,4 +78,8 @@ void write_file_atomically(const std::string& path, const std::function<void(Fil
   sync_directory(directory, path);
 }
 
+void write_text_atomically(const std::string& path, const std::string& text) {
+  write_file_atomically(path, [&text](FileWriter& out) { out.write(text.data(), text.size()); });
+}
+
 }  // namespace qt

@@ -35,4 +35,7 @@ class FileWriter {
 
 void write_file_atomically(const std::string& path, const std::function<void(FileWriter&)>& write);
 
+// The common case: a whole text (JSON, Markdown, a config) written atomically.
+void write_text_atomically(const std::string& path, const std::string& text);
+
 }  // namespace qt

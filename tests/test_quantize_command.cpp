@@ -20,7 +20,8 @@ std::string qtlab(const std::string& arguments) {
 const char* kTiny =
     "--dataset synthetic --threads 1 --steps 10 --set model.layers=1 --set model.hidden=32 "
     "--set model.heads=2 --set model.ffn=64 --set model.vocab_size=64 --set model.max_length=16 "
-    "--set model.image_size=16 --set train.batch_size=8 --set train.eval_batches=1 "
+    "--set model.image_size=16 --set model.patch_size=4 --set train.batch_size=8 --set "
+    "train.eval_batches=1 "
     "--set train.eval_every=1000 --quiet ";
 
 // A checkpoint of a tiny model of `preset`, trained once per test process.
@@ -69,6 +70,12 @@ TEST_CASE("test_quantize_command: OPT prints FP and W8A8 perplexity and saves th
   const auto j8 = qt::test::run_command(qtlab("quantize --json --checkpoint " + model + kQuick));
   REQUIRE_MESSAGE(j8.status == 0, j8.output);
   const nlohmann::json w8 = json_of(j8.output);
+  // The same object is saved beside the model for `qtlab report`.
+  const auto results = std::filesystem::path(model).parent_path() / "quantize-w8a8.json";
+  REQUIRE(std::filesystem::exists(results));
+  std::ifstream results_in(results);
+  CHECK(nlohmann::json::parse(results_in) == w8);
+  CHECK(w8["results"] == results.string());
   const std::string out4 = (std::filesystem::path(model).parent_path() / "w4.json").string();
   const auto j4 = qt::test::run_command(qtlab("quantize --json --wbits 4 --abits 4 --checkpoint " +
                                               model + kQuick + "--ranges-out " + out4));

@@ -113,6 +113,13 @@ TEST_CASE("test_report_command: report writes plots, data files and report.md") 
   const auto analysed = qt::test::run_command(qtlab(
       "analyze --threads 1 --batches 2 --checkpoint " + (r.opt / "model.safetensors").string()));
   REQUIRE_MESSAGE(analysed.status == 0, analysed.output);
+  // The BERT run is quantized: its FP and W8A8 perplexities join the table.
+  const auto quantized = qt::test::run_command(
+      qtlab("quantize --json --threads 1 --calib-batches 2 --eval-batches 2 --checkpoint " +
+            (r.bert / "model.safetensors").string()));
+  REQUIRE_MESSAGE(quantized.status == 0, quantized.output);
+  const nlohmann::json q =
+      nlohmann::json::parse(quantized.output.substr(quantized.output.find('{')));
   const fs::path out = fresh("report-out");
   const auto rep =
       qt::test::run_command(qtlab("report --threads 1 --batches 2 --out " + out.string() + " " +
@@ -140,9 +147,26 @@ TEST_CASE("test_report_command: report writes plots, data files and report.md") 
                                   std::pair{r.bert, std::string("bert-gated")}}) {
     const auto a =
         qt::quant::analysis_from_json(nlohmann::json::parse(read_file(dir / "analysis.json")));
-    CHECK(md.find(fmt::format("| {} | {} | {:.3f} | {:.3f} |", name, a.family,
-                              a.headline.max_inf_norm, a.headline.avg_kurtosis)) !=
-          std::string::npos);
+    const std::string inf_norm = fmt::format("{:.3f}", a.headline.max_inf_norm);
+    const std::string kurtosis = fmt::format("{:.3f}", a.headline.avg_kurtosis);
+    const std::string row = "| " + name + " | " + a.family + " | 4 | ";
+    const size_t at = md.find(row);
+    REQUIRE(at != std::string::npos);
+    const std::string line = md.substr(at, md.find('\n', at) - at);
+    CAPTURE(line);
+    if (name == "bert-gated") {
+      // FP and W8A8 from quantize-w8a8.json, then the two outlier metrics.
+      const std::string fp = fmt::format("{:.3f}", q["fp"]["perplexity"].get<double>());
+      const std::string w8a8 = fmt::format("{:.3f}", q["quantized"]["perplexity"].get<double>());
+      CHECK(line.find(fp + " | " + inf_norm + " | " + kurtosis + " | " + w8a8 + " |") !=
+            std::string::npos);
+      // The terminal table shows the same row.
+      CHECK(rep.output.find(w8a8) != std::string::npos);
+    } else {
+      // Not quantized: FP from the training log, no W8A8.
+      CHECK(line.find("(log) | " + inf_norm + " | " + kurtosis + " | - |") != std::string::npos);
+    }
+    CHECK(rep.output.find(inf_norm) != std::string::npos);
     // Data files: one line per layer, the loss curve one line per logged step.
     const std::string layers = read_file(out / (name + ".layers.dat"));
     CHECK(std::count(layers.begin(), layers.end(), '\n') == 1 + 2);

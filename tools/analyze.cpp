@@ -98,8 +98,7 @@ std::string write_json(const qt::quant::AnalysisResult& result, const std::strin
   nlohmann::json json = qt::quant::to_json(result);
   json["checkpoint"] = checkpoint;
   const std::string text = json.dump(1) + "\n";
-  qt::write_file_atomically(path,
-                            [&](qt::FileWriter& out) { out.write(text.data(), text.size()); });
+  qt::write_text_atomically(path, text);
   return path;
 }
 

@@ -10,6 +10,12 @@
 // sizes, against 1.6 GFLOP for the core's 6 GEMMs of 2*B*H*T*T*d_h): GEMM time bounds the module
 // speedup well below the core's.
 //
+// A last row times the GEMMs alone, with the shapes, layouts and threading the fused path uses
+// and nothing else (no softmax, masks, gate, bias, allocation): the floor under any
+// implementation built on this GEMM. composed / floor is the largest speedup a fused path could
+// possibly show over the composed one; when it is below 2 for the module, a 2x module speedup is
+// out of reach whatever the fusion does.
+//
 // Also reported: minor page faults per step (first-touch of fresh memory; the caching allocator
 // of tensor/storage.h should make them ~0 in the steady state) and the GEMM backend.
 //
@@ -19,6 +25,7 @@
 // median milliseconds per forward + backward, and the composed / fused ratio of both.
 // The module runs in train mode, so attention-probability dropout (--dropout) is on.
 #include <fmt/format.h>
+#include <omp.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -55,6 +62,55 @@ struct Variant {
   std::function<void()> step;  // one forward + backward
   std::vector<double> ms;
   long page_faults = 0;  // minor faults over the timed rounds
+};
+
+// The GEMMs of one module forward + backward (fused-path shapes), on scratch buffers allocated
+// by the caller. Projections: forward Y = X W^T, backward dX = dY W and dW = dY^T X, for Q, K, V
+// and the output (threaded GEMMs over [B*T, d]). Core, per (batch, head) block with one thread
+// each: S = Q K^T, O = P V; dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q.
+struct GemmFloor {
+  int64_t batch, seq, heads, hidden;
+  std::vector<float> x, weight, y, score;  // [B*T, d], [d, d], [B*T, d], [threads, T, T]
+  GemmFloor(const Options& o)
+      : batch(o.batch),
+        seq(o.seq),
+        heads(o.heads),
+        hidden(o.hidden),
+        x(o.batch * o.seq * o.hidden, 0.01f),
+        weight(o.hidden * o.hidden, 0.01f),
+        y(o.batch * o.seq * o.hidden, 0.0f),
+        score(static_cast<size_t>(qt::num_threads()) * o.seq * o.seq, 0.01f) {}
+
+  void projections() {
+    using qt::blas::Trans;
+    const int64_t rows = batch * seq, d = hidden;
+    for (int p = 0; p < 4; ++p) {
+      qt::blas::sgemm(Trans::no, Trans::yes, rows, d, d, 1.0f, x.data(), d, weight.data(), d, 0.0f,
+                      y.data(), d);  // forward
+      qt::blas::sgemm(Trans::no, Trans::no, rows, d, d, 1.0f, y.data(), d, weight.data(), d, 0.0f,
+                      x.data(), d);  // dX
+      qt::blas::sgemm(Trans::yes, Trans::no, d, d, rows, 1.0f, y.data(), d, x.data(), d, 0.0f,
+                      weight.data(), d);  // dW
+    }
+  }
+
+  void core() {
+    using qt::blas::Trans;
+    const int64_t T = seq, d = hidden, dh = hidden / heads, blocks = batch * heads;
+#pragma omp parallel for schedule(static)
+    for (int64_t bh = 0; bh < blocks; ++bh) {
+      float* s = score.data() + static_cast<size_t>(omp_get_thread_num()) * T * T;
+      const int64_t offset = (bh / heads) * T * d + (bh % heads) * dh;
+      const float* q = x.data() + offset;
+      float* o = y.data() + offset;
+      qt::blas::sgemm(Trans::no, Trans::yes, T, T, dh, 1.0f, q, d, q, d, 0.0f, s, T);  // S
+      qt::blas::sgemm(Trans::no, Trans::no, T, dh, T, 1.0f, s, T, q, d, 0.0f, o, d);   // O
+      qt::blas::sgemm(Trans::yes, Trans::no, T, dh, T, 1.0f, s, T, q, d, 0.0f, o, d);  // dV
+      qt::blas::sgemm(Trans::no, Trans::yes, T, T, dh, 1.0f, o, d, q, d, 0.0f, s, T);  // dP
+      qt::blas::sgemm(Trans::no, Trans::no, T, dh, T, 1.0f, s, T, q, d, 0.0f, o, d);   // dQ
+      qt::blas::sgemm(Trans::yes, Trans::no, T, dh, T, 1.0f, s, T, q, d, 0.0f, o, d);  // dK
+    }
+  }
 };
 
 long minor_page_faults() {
@@ -129,6 +185,17 @@ void run_bench_attention(const Options& opt) {
                         },
                         {}});
 
+  // The GEMM floors of the module and of the core (one timing column: "fused").
+  auto floor = std::make_shared<GemmFloor>(opt);
+  variants.push_back({"module floor",
+                      true,
+                      [floor] {
+                        floor->projections();
+                        floor->core();
+                      },
+                      {}});
+  variants.push_back({"core floor", true, [floor] { floor->core(); }, {}});
+
   // Warm-up: at least one round and 300 ms.
   double warm = 0;
   for (int round = 0; round < 1 || warm < 300.0; ++round)
@@ -147,13 +214,26 @@ void run_bench_attention(const Options& opt) {
     long fused_faults, composed_faults;  // per step
   };
   std::vector<Row> rows;
-  for (size_t i = 0; i < variants.size(); i += 2)
+  const size_t paired = variants.size() - 2;  // the last two are the floors
+  for (size_t i = 0; i < paired; i += 2)
     rows.push_back({variants[i].name, summarize(variants[i].ms), summarize(variants[i + 1].ms),
                     variants[i].page_faults / opt.repeats,
                     variants[i + 1].page_faults / opt.repeats});
+  const Timing module_floor = summarize(variants[paired].ms);
+  const Timing core_floor = summarize(variants[paired + 1].ms);
+  const Row& vanilla = rows[0];
+  const Row& core = rows[3];
+  // The largest composed / fused ratio any fused path on this GEMM could reach.
+  const double module_ceiling = vanilla.composed.best_ms / module_floor.best_ms;
+  const double core_ceiling = core.composed.best_ms / core_floor.best_ms;
 
   if (opt.json) {
     nlohmann::json out = nlohmann::json::array();
+    out.push_back({{"variant", "gemm_floor"},
+                   {"module_ms", module_floor.best_ms},
+                   {"core_ms", core_floor.best_ms},
+                   {"module_speedup_ceiling", module_ceiling},
+                   {"core_speedup_ceiling", core_ceiling}});
     for (const Row& r : rows)
       out.push_back({{"variant", r.name},
                      {"batch", opt.batch},
@@ -189,7 +269,16 @@ void run_bench_attention(const Options& opt) {
                fmt::format("{:.2f}x ({:.2f}x)", r.composed.best_ms / r.fused.best_ms,
                            r.composed.median_ms / r.fused.median_ms),
                fmt::format("{}|{}", r.fused_faults, r.composed_faults));
-  const Row& vanilla = rows[0];
+  fmt::print("{:<16} {:>20} {:>20} {:>20}\n", "GEMMs only",
+             fmt::format("{:.2f} ({:.2f})", module_floor.best_ms, module_floor.median_ms), "",
+             "module floor");
+  fmt::print("{:<16} {:>20} {:>20} {:>20}\n", "GEMMs only",
+             fmt::format("{:.2f} ({:.2f})", core_floor.best_ms, core_floor.median_ms), "",
+             "core floor");
+  fmt::print(
+      "largest composed/fused any fusion could reach (composed / GEMMs only, vanilla): module "
+      "{:.2f}x, core {:.2f}x\n",
+      module_ceiling, core_ceiling);
   fmt::print("fused clipped / vanilla: {:.2f}x   fused gated / vanilla: {:.2f}x\n",
              rows[1].fused.best_ms / vanilla.fused.best_ms,
              rows[2].fused.best_ms / vanilla.fused.best_ms);

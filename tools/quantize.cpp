@@ -3,7 +3,9 @@
 // stored in the checkpoint, evaluates it in FP, quantizes a copy (weights in place; activations at
 // the §4.3 points), calibrates on random training batches, evaluates the quantized copy on the same
 // validation batches and prints both figures side by side. The calibrated ranges are saved as
-// JSON (default RUN_DIR/quant-ranges-w<b>a<b>.json) for integer inference.
+// JSON (default RUN_DIR/quant-ranges-w<b>a<b>.json) for integer inference, and the result (the
+// object --json prints) as RUN_DIR/quantize-w<b>a<b>.json, which `qtlab report` puts into its
+// Table 2 columns.
 //
 // Defaults per family are the paper's (spec §4.4): BERT / ViT min-max weights and running min-max
 // activations; OPT MSE weights and running 99.999th-percentile activations; FP head for BERT and
@@ -28,6 +30,7 @@
 #include "quant/calibrated_ranges.h"
 #include "quant/quantization_setup.h"
 #include "quant/quantized_model.h"
+#include "tensor/atomic_file.h"
 #include "tensor/error.h"
 #include "tensor/threads.h"
 #include "tools/commands.h"
@@ -50,6 +53,7 @@ struct QuantizeArguments {
   int64_t eval_batches = 0;
   int64_t batch_size = 0;
   std::string ranges_out;
+  std::string results_out;
   int threads = 0;
   bool json = false;
 };
@@ -113,10 +117,11 @@ qt::quant::QuantizationOptions quantization_options(const QuantizeArguments& a,
   return o;
 }
 
-std::string default_ranges_path(const std::string& checkpoint, int weight_bits,
+// RUN_DIR/<prefix>-w<b>a<b>.json beside the checkpoint.
+std::string default_output_path(const std::string& checkpoint, const char* prefix, int weight_bits,
                                 int activation_bits) {
   const std::filesystem::path dir = std::filesystem::path(checkpoint).parent_path();
-  return (dir / fmt::format("quant-ranges-w{}a{}.json", weight_bits, activation_bits)).string();
+  return (dir / fmt::format("{}-w{}a{}.json", prefix, weight_bits, activation_bits)).string();
 }
 
 void run_quantize(const QuantizeArguments& a) {
@@ -144,9 +149,13 @@ void run_quantize(const QuantizeArguments& a) {
 
   if (qt::distributed::rank() != 0) return;
   const std::string ranges_path =
-      a.ranges_out.empty()
-          ? default_ranges_path(a.checkpoint, options.weight_bits, options.activation_bits)
-          : a.ranges_out;
+      a.ranges_out.empty() ? default_output_path(a.checkpoint, "quant-ranges", options.weight_bits,
+                                                 options.activation_bits)
+                           : a.ranges_out;
+  const std::string results_path =
+      a.results_out.empty() ? default_output_path(a.checkpoint, "quantize", options.weight_bits,
+                                                  options.activation_bits)
+                            : a.results_out;
   qt::quant::save_calibrated_ranges(ranges_path, quantized.ranges());
 
   const qt::quant::QuantizationSetup& setup = quantized.setup();
@@ -156,32 +165,34 @@ void run_quantize(const QuantizeArguments& a) {
   const std::string weight_range = qt::quant::range_method_name(options.weight_range);
   const std::string activation_range = qt::quant::activation_range_name(options);
   const bool vit = family == "vit";
+  const auto result = [vit](const qt::models::EvaluationResult& r) {
+    nlohmann::json out = {{"loss", r.loss}};
+    if (vit)
+      out["accuracy"] = r.accuracy;
+    else
+      out["perplexity"] = r.perplexity;
+    return out;
+  };
+  const nlohmann::json out = {{"checkpoint", a.checkpoint},
+                              {"family", family},
+                              {"weight_bits", options.weight_bits},
+                              {"activation_bits", options.activation_bits},
+                              {"weight_range", weight_range},
+                              {"activation_range", activation_range},
+                              {"head_quantized", options.head_quantized},
+                              {"calibration_batches", quantized.calibration_batches()},
+                              {"calibration_seed", a.seed},
+                              {"activation_points", setup.activations.size()},
+                              {"weights", setup.weights.size()},
+                              {"weights_at_lookup", lookup_weights},
+                              {"samples", fp.samples},
+                              {"labels", fp.labels},
+                              {"fp", result(fp)},
+                              {"quantized", result(q)},
+                              {"ranges", ranges_path},
+                              {"results", results_path}};
+  qt::write_text_atomically(results_path, out.dump(2) + "\n");
   if (a.json) {
-    const auto result = [vit](const qt::models::EvaluationResult& r) {
-      nlohmann::json out = {{"loss", r.loss}};
-      if (vit)
-        out["accuracy"] = r.accuracy;
-      else
-        out["perplexity"] = r.perplexity;
-      return out;
-    };
-    const nlohmann::json out = {{"checkpoint", a.checkpoint},
-                                {"family", family},
-                                {"weight_bits", options.weight_bits},
-                                {"activation_bits", options.activation_bits},
-                                {"weight_range", weight_range},
-                                {"activation_range", activation_range},
-                                {"head_quantized", options.head_quantized},
-                                {"calibration_batches", quantized.calibration_batches()},
-                                {"calibration_seed", a.seed},
-                                {"activation_points", setup.activations.size()},
-                                {"weights", setup.weights.size()},
-                                {"weights_at_lookup", lookup_weights},
-                                {"samples", fp.samples},
-                                {"labels", fp.labels},
-                                {"fp", result(fp)},
-                                {"quantized", result(q)},
-                                {"ranges", ranges_path}};
     std::printf("%s\n", out.dump().c_str());
     return;
   }
@@ -205,7 +216,8 @@ void run_quantize(const QuantizeArguments& a) {
     else
       std::printf("  %-6s %10.4f %12.3f\n", name.c_str(), r.loss, r.perplexity);
   }
-  std::printf("  ranges saved to %s\n", ranges_path.c_str());
+  std::printf("  ranges saved to %s\n  results saved to %s\n", ranges_path.c_str(),
+              results_path.c_str());
 }
 
 }  // namespace
@@ -238,6 +250,8 @@ void add_quantize_command(CLI::App& app) {
                   "validation batch size (default: the run's train.batch_size)");
   cmd->add_option("--ranges-out", arguments->ranges_out,
                   "calibrated ranges JSON (default RUN_DIR/quant-ranges-w<b>a<b>.json)");
+  cmd->add_option("--results-out", arguments->results_out,
+                  "result JSON (default RUN_DIR/quantize-w<b>a<b>.json)");
   cmd->add_option("--set", arguments->assignments, "override a stored key, e.g. data.dir=...");
   cmd->add_option("--threads", arguments->threads, "OpenMP threads (default: all)");
   cmd->add_flag("--json", arguments->json, "one JSON object instead of text");

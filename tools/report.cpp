@@ -1,7 +1,9 @@
 // `qtlab report RUN_DIR... [--out DIR]`: plots and a Markdown report comparing training runs.
 //
 // For each run directory it reads analysis.json (running `qtlab analyze` on the run's model first
-// when the file is missing) and metrics.jsonl (the training log, models/trainer.h), then writes to
+// when the file is missing), metrics.jsonl (the training log, models/trainer.h) and, when present,
+// quantize-w8a8.json (`qtlab quantize`), prints the paper's Table 2 columns (FP perplexity or
+// accuracy, max inf norm, average kurtosis, W8A8 perplexity or accuracy) and writes to
 // DIR (default "report"):
 //   <run>.layers.dat, <run>.histogram.dat, <run>.attention.dat, <run>.loss.dat, <run>.val.dat
 //                                     the plotted numbers, as whitespace-separated columns
@@ -18,6 +20,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -61,6 +64,7 @@ struct Run {
   qt::quant::AnalysisResult analysis;
   std::vector<LogPoint> loss, validation_loss;
   nlohmann::json last_validation;  // the last log line with val_loss (null if none)
+  nlohmann::json quantized;        // quantize-w8a8.json (null if the run was not quantized)
 };
 
 // Runs a shell command; returns its exit status and combined output.
@@ -110,8 +114,7 @@ std::string safe_name(const std::string& text) {
 }
 
 void write_text(const fs::path& path, const std::string& text) {
-  qt::write_file_atomically(path.string(),
-                            [&](qt::FileWriter& out) { out.write(text.data(), text.size()); });
+  qt::write_text_atomically(path.string(), text);
 }
 
 // The training log of a run directory: train loss per logged step, validation loss where logged.
@@ -161,6 +164,73 @@ void read_analysis(Run& run, int64_t batches) {
   } catch (const qt::Error& e) {
     qt::fail("report: {}: {}", path.string(), e.what());
   }
+}
+
+// quantize-w8a8.json of the run, if `qtlab quantize` wrote one.
+void read_quantization(Run& run) {
+  const fs::path path = run.dir / "quantize-w8a8.json";
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  const char* metric = run.analysis.family == "vit" ? "accuracy" : "perplexity";
+  QT_CHECK(!j.is_discarded() && j.contains("fp") && j.contains("quantized") &&
+               j["fp"].contains(metric) && j["quantized"].contains(metric),
+           "report: {} is not a `qtlab quantize` result (expected fp.{} and quantized.{})",
+           path.string(), metric, metric);
+  run.quantized = j;
+}
+
+// One row of the paper's Table 2 columns. FP quality comes from the quantize result when there
+// is one (the whole validation split, same batches as the W8A8 figure), else from the last
+// validation of the training log (its eval_batches); "-" where neither exists.
+struct TableRow {
+  std::string run, family, step, fp, max_inf_norm, avg_kurtosis, w8a8;
+};
+
+TableRow table_row(const Run& run) {
+  const bool vit = run.analysis.family == "vit";
+  const auto quality = [vit](double value) {
+    return vit ? fmt::format("{:.2f}%", 100 * value) : fmt::format("{:.3f}", value);
+  };
+  const char* metric = vit ? "accuracy" : "perplexity";
+  TableRow row{run.name,
+               run.analysis.family,
+               "-",
+               "-",
+               fmt::format("{:.3f}", run.analysis.headline.max_inf_norm),
+               fmt::format("{:.3f}", run.analysis.headline.avg_kurtosis),
+               "-"};
+  if (!run.last_validation.is_null()) {
+    row.step = std::to_string(run.last_validation.at("step").get<int64_t>());
+    const char* key = vit ? "val_accuracy" : "val_perplexity";
+    if (run.last_validation.contains(key))
+      row.fp = quality(run.last_validation.at(key).get<double>()) + " (log)";
+  }
+  if (!run.quantized.is_null()) {
+    row.fp = quality(run.quantized["fp"][metric].get<double>());
+    row.w8a8 = quality(run.quantized["quantized"][metric].get<double>());
+  }
+  return row;
+}
+
+// The table as aligned plain text, for the terminal.
+std::string table_text(const std::vector<Run>& runs) {
+  const bool vit = !runs.empty() && runs.front().analysis.family == "vit";
+  std::vector<TableRow> rows = {{"run", "family", "step", vit ? "FP acc" : "FP ppl", "max inf norm",
+                                 "avg kurtosis", vit ? "W8A8 acc" : "W8A8 ppl"}};
+  for (const Run& run : runs) rows.push_back(table_row(run));
+  std::array<size_t, 7> width{};
+  for (const TableRow& r : rows) {
+    const std::array<const std::string*, 7> cells = {
+        &r.run, &r.family, &r.step, &r.fp, &r.max_inf_norm, &r.avg_kurtosis, &r.w8a8};
+    for (size_t c = 0; c < cells.size(); ++c) width[c] = std::max(width[c], cells[c]->size());
+  }
+  std::string text;
+  for (const TableRow& r : rows)
+    text += fmt::format("{:<{}}  {:<{}}  {:>{}}  {:>{}}  {:>{}}  {:>{}}  {:>{}}\n", r.run, width[0],
+                        r.family, width[1], r.step, width[2], r.fp, width[3], r.max_inf_norm,
+                        width[4], r.avg_kurtosis, width[5], r.w8a8, width[6]);
+  return text;
 }
 
 void write_data_files(const Run& run, const fs::path& out) {
@@ -280,24 +350,17 @@ std::string markdown(const std::vector<Run>& runs, const std::string& ext) {
       "the validation rows; kurtosis = per-row Pearson kurtosis averaged. The headline columns "
       "follow paper Table 2.\n\n";
   md +=
-      "| run | family | max inf norm | avg kurtosis | validation loss | perplexity / accuracy "
-      "| step | analysed batches |\n|---|---|---|---|---|---|---|---|\n";
+      "| run | family | step | FP perplexity / accuracy | max inf norm | avg kurtosis | W8A8 "
+      "perplexity / accuracy | analysed batches |\n|---|---|---|---|---|---|---|---|\n";
   for (const Run& run : runs) {
-    const auto& a = run.analysis;
-    std::string loss = "-", quality = "-", step = "-";
-    if (!run.last_validation.is_null()) {
-      loss = fmt::format("{:.4f}", run.last_validation.at("val_loss").get<double>());
-      step = std::to_string(run.last_validation.at("step").get<int64_t>());
-      if (run.last_validation.contains("val_perplexity"))
-        quality = fmt::format("{:.3f}", run.last_validation.at("val_perplexity").get<double>());
-      else if (run.last_validation.contains("val_accuracy"))
-        quality =
-            fmt::format("{:.2f}%", 100 * run.last_validation.at("val_accuracy").get<double>());
-    }
-    md += fmt::format("| {} | {} | {:.3f} | {:.3f} | {} | {} | {} | {} |\n", run.name, a.family,
-                      a.headline.max_inf_norm, a.headline.avg_kurtosis, loss, quality, step,
-                      a.batches);
+    const TableRow r = table_row(run);
+    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} |\n", r.run, r.family, r.step, r.fp,
+                      r.max_inf_norm, r.avg_kurtosis, r.w8a8, run.analysis.batches);
   }
+  md +=
+      "\nFP and W8A8 come from `qtlab quantize` (quantize-w8a8.json: the whole validation split, "
+      "the same batches for both); where a run has no such file, FP is the training log's last "
+      "validation (marked \"(log)\") and W8A8 is \"-\".\n";
   md += "\nDefinitions:\n\n";
   for (const Run& run : runs) {
     md += fmt::format("* {}: max inf norm = {}; avg kurtosis = {}.", run.name,
@@ -384,6 +447,7 @@ void run_report(const ReportArguments& a) {
     run.name = name;
     read_metrics(run);
     read_analysis(run, a.batches);
+    read_quantization(run);
     runs.push_back(std::move(run));
   }
   const fs::path out = a.out_dir;
@@ -396,6 +460,7 @@ void run_report(const ReportArguments& a) {
   QT_CHECK(status == 0, "report: gnuplot failed on {} (exit {}): {}", (out / "report.gp").string(),
            status, output);
   write_text(out / "report.md", markdown(runs, ext));
+  std::printf("%s", table_text(runs).c_str());
   std::printf("report: %zu runs -> %s\n", runs.size(), (out / "report.md").string().c_str());
 }
 

@@ -1,0 +1,109 @@
+// The main job, tools/demo.sh (`make demo`), run end to end on a tiny BERT and the built-in
+// synthetic text: three runs that differ only in their attention, each quantized to W8A8, and the
+// report's Table 2 columns. Checked against what each step wrote (config.json,
+// quantize-w8a8.json, analysis.json), and that a second run reuses the finished runs.
+#include <doctest/doctest.h>
+
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "quant/outlier_analysis.h"
+#include "tests/test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  REQUIRE_MESSAGE(in.good(), path.string());
+  return nlohmann::json::parse(in);
+}
+
+std::string demo_command(const fs::path& dir) {
+  return fmt::format(
+      "QTLAB={} DEMO_DIR={} DEMO_STEPS=4 DEMO_THREADS=1 DEMO_CALIBRATION_BATCHES=2 "
+      "DEMO_FLAGS='--dataset synthetic --quiet --set model.layers=2 --set model.hidden=32 "
+      "--set model.heads=2 --set model.ffn=64 --set model.vocab_size=64 "
+      "--set model.max_length=16 --set train.batch_size=8 --set train.eval_batches=2' "
+      "bash {}/tools/demo.sh",
+      QTLAB_BINARY, dir.string(), QTLAB_SOURCE_DIR);
+}
+
+}  // namespace
+
+TEST_CASE("test_demo: three attention variants, W8A8, and the Table 2 columns") {
+  if (qt::test::run_command("gnuplot --version").status != 0) {
+    MESSAGE("gnuplot is not installed: the demo's report cannot run; skipped");
+    return;
+  }
+  const fs::path dir = qt::test::scratch_directory("demo") / "runs";
+  fs::remove_all(dir);
+  const auto first = qt::test::run_command(demo_command(dir));
+  REQUIRE_MESSAGE(first.status == 0, first.output);
+
+  // The three runs differ only in the attention options of paper-spec §1-2.
+  const nlohmann::json vanilla = read_json(dir / "vanilla" / "config.json");
+  const nlohmann::json clipped = read_json(dir / "clipped" / "config.json");
+  const nlohmann::json gated = read_json(dir / "gated" / "config.json");
+  CHECK(vanilla["model"]["softmax"] == "vanilla");
+  CHECK(vanilla["model"]["gate"] == "none");
+  CHECK(clipped["model"]["softmax"] == "clipped");
+  CHECK(clipped["model"]["gamma"].get<double>() == -0.025);
+  CHECK(clipped["model"]["zeta"].get<double>() == 1.0);
+  CHECK(gated["model"]["softmax"] == "vanilla");
+  CHECK(gated["model"]["gate"] == "mlp");
+  nlohmann::json same_clipped = clipped, same_gated = gated;
+  for (nlohmann::json* c : {&same_clipped, &same_gated}) {
+    (*c)["model"]["softmax"] = "vanilla";
+    (*c)["model"]["gamma"] = vanilla["model"]["gamma"];
+    (*c)["model"]["gate"] = "none";
+    (*c)["train"]["run_dir"] = vanilla["train"]["run_dir"];
+    CHECK((*c)["model"] == vanilla["model"]);
+    CHECK((*c)["train"] == vanilla["train"]);
+    CHECK((*c)["data"] == vanilla["data"]);
+  }
+
+  // Each variant's printed Table 2 row carries its quantize result and its analysis.
+  for (const std::string variant : {"vanilla", "clipped", "gated"}) {
+    CAPTURE(variant);
+    const nlohmann::json q = read_json(dir / variant / "quantize-w8a8.json");
+    CHECK(q["weight_bits"] == 8);
+    CHECK(q["activation_bits"] == 8);
+    CHECK(q["calibration_batches"] == 2);
+    const auto a = qt::quant::analysis_from_json(read_json(dir / variant / "analysis.json"));
+    const std::string row =
+        fmt::format("{}  bert  4  {:.3f}  {:.3f}  {:.3f}  {:.3f}", variant,
+                    q["fp"]["perplexity"].get<double>(), a.headline.max_inf_norm,
+                    a.headline.avg_kurtosis, q["quantized"]["perplexity"].get<double>());
+    // The terminal table pads columns; compare with runs of spaces collapsed.
+    std::string collapsed;
+    for (char c : first.output)
+      if (!(c == ' ' && !collapsed.empty() && collapsed.back() == ' ')) collapsed += c;
+    std::string expected;
+    for (char c : row)
+      if (!(c == ' ' && !expected.empty() && expected.back() == ' ')) expected += c;
+    CHECK_MESSAGE(collapsed.find(expected) != std::string::npos, first.output);
+  }
+  CHECK(fs::exists(dir / "report" / "report.md"));
+  CHECK(fs::exists(dir / "report" / "inf_norm_per_layer.png"));
+
+  // A second demo reuses the finished runs: no training step is repeated (a repeated step would
+  // log a different elapsed time).
+  const auto read_text = [](const fs::path& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  const std::string log = read_text(dir / "gated" / "metrics.jsonl");
+  CHECK(log.find("elapsed_s") != std::string::npos);
+  const auto second = qt::test::run_command(demo_command(dir));
+  REQUIRE_MESSAGE(second.status == 0, second.output);
+  CHECK(read_text(dir / "gated" / "metrics.jsonl") == log);
+}

@@ -1,0 +1,66 @@
+#!/bin/bash
+# The main job (`make demo`, after deps, data and build): the paper's Table 2 experiment, small.
+#
+#   1. pretrain bert-mini (4 layers x 256, 4 heads) on the Gutenberg + Brown text three times,
+#      with the same seed, data order and schedule, changing only the attention:
+#        vanilla   softmax                                                   (paper-spec §1.1)
+#        clipped   clipped softmax, gamma = -0.025, zeta = 1                  (§1.2, the BERT row)
+#        gated     gated attention, per-head MLP d_head -> d_head/4 -> 1      (§2, the BERT script)
+#   2. quantize each to W8A8 (BERT defaults of §4.4: min-max weights, running min-max activations,
+#      16 calibration batches) -> RUN_DIR/quantize-w8a8.json
+#   3. `qtlab report` analyses each (outlier metrics of §5), prints the Table 2 columns (FP
+#      perplexity, max inf norm, avg kurtosis, W8A8 perplexity) and writes DEMO_DIR/report/.
+#
+# A run that already finished is reused, one that was interrupted is resumed from its checkpoint
+# (so a second `make demo` only redoes what is missing); a run whose stored config differs from
+# the one asked for stops with an error naming the difference (delete its directory to restart).
+#
+# Environment (defaults in brackets):
+#   QTLAB         the qtlab binary                         [build/qtlab]
+#   DEMO_DIR      where the runs and the report go          [runs/demo]
+#   DEMO_STEPS    optimizer steps per run                   [700: ~2.9 M tokens, ~6 min on 2 cores]
+#   DEMO_THREADS  OpenMP threads                            [all cores]
+#   DEMO_FLAGS    extra `qtlab pretrain` flags for all three runs (e.g. "--lr 2e-3")
+#   DEMO_CALIBRATION_BATCHES                               [16]
+set -euo pipefail
+qtlab=${QTLAB:-build/qtlab}
+demo_dir=${DEMO_DIR:-runs/demo}
+steps=${DEMO_STEPS:-700}
+threads=${DEMO_THREADS:-$(nproc)}
+extra=${DEMO_FLAGS:-}
+calibration_batches=${DEMO_CALIBRATION_BATCHES:-16}
+
+[ -x "$qtlab" ] || { echo "demo: $qtlab not found or not executable (run make build)" >&2; exit 1; }
+
+declare -A attention=(
+  [vanilla]=""
+  [clipped]="--attn clipped --gamma -0.025"
+  [gated]="--gate mlp"
+)
+variants=(vanilla clipped gated)
+start=$(date +%s)
+
+for variant in "${variants[@]}"; do
+  run_dir="$demo_dir/$variant"
+  # shellcheck disable=SC2086  # the flag strings are meant to split into words
+  flags="--model bert-mini ${attention[$variant]} --steps $steps --threads $threads"
+  flags+=" --run-dir $run_dir --set train.eval_every=$((steps / 4 > 0 ? steps / 4 : 1)) $extra"
+  echo "== $variant: qtlab pretrain $flags"
+  if [ -f "$run_dir/checkpoint.safetensors" ]; then
+    # shellcheck disable=SC2086
+    "$qtlab" pretrain $flags --resume
+  else
+    rm -rf "$run_dir"
+    # shellcheck disable=SC2086
+    "$qtlab" pretrain $flags
+  fi
+  echo "== $variant: qtlab quantize (W8A8)"
+  "$qtlab" quantize --checkpoint "$run_dir/model.safetensors" --wbits 8 --abits 8 \
+    --calib-batches "$calibration_batches" --threads "$threads"
+  rm -f "$run_dir/analysis.json"  # the report analyses the model it was just given
+done
+
+echo "== report"
+"$qtlab" report --threads "$threads" --out "$demo_dir/report" \
+  "$demo_dir/vanilla" "$demo_dir/clipped" "$demo_dir/gated"
+echo "demo: done in $(( ($(date +%s) - start) / 60 )) min; open $demo_dir/report/report.md"
