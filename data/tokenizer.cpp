@@ -222,4 +222,48 @@ Tokenizer Tokenizer::load(const std::string& path) {
   return tokenizer;
 }
 
+// UTF-8 (RFC 3629, table 3-7 of the Unicode standard): the lead byte gives the length and the
+// allowed range of the second byte (narrower after E0, ED, F0, F4, which would otherwise encode
+// overlong forms, surrogates or code points above U+10FFFF); later bytes are 80..BF.
+std::string escape_invalid_utf8(std::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size());
+  const auto byte = [&bytes](size_t i) { return static_cast<unsigned char>(bytes[i]); };
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const unsigned char lead = byte(i);
+    int length = 0;
+    unsigned char second_low = 0x80, second_high = 0xBF;
+    if (lead < 0x80) {
+      length = 1;
+    } else if (lead >= 0xC2 && lead <= 0xDF) {
+      length = 2;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      length = 3;
+      if (lead == 0xE0) second_low = 0xA0;
+      if (lead == 0xED) second_high = 0x9F;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      length = 4;
+      if (lead == 0xF0) second_low = 0x90;
+      if (lead == 0xF4) second_high = 0x8F;
+    }
+    bool valid = length > 0 && i + static_cast<size_t>(length) <= bytes.size();
+    for (int k = 1; valid && k < length; ++k) {
+      const unsigned char c = byte(i + static_cast<size_t>(k));
+      valid = k == 1 ? (c >= second_low && c <= second_high) : (c >= 0x80 && c <= 0xBF);
+    }
+    if (valid) {
+      out.append(bytes.substr(i, static_cast<size_t>(length)));
+      i += static_cast<size_t>(length);
+    } else {
+      static const char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[lead >> 4];
+      out += kHex[lead & 15];
+      ++i;
+    }
+  }
+  return out;
+}
+
 }  // namespace qt::data

@@ -50,6 +50,11 @@ inline bool is_special_token(int64_t id) {
   return id >= 0 && id < kNumSpecialTokens;
 }
 
+// `bytes` with every byte that is not part of a well-formed UTF-8 character (RFC 3629: no
+// overlong forms, no surrogates, nothing above U+10FFFF) replaced by the four characters "\xNN";
+// valid text is returned unchanged.
+std::string escape_invalid_utf8(std::string_view bytes);
+
 class Tokenizer {
  public:
   // A tokenizer with bytes only (no merges).
@@ -64,6 +69,9 @@ class Tokenizer {
   const std::vector<Merge>& merges() const { return merges_; }
   // The bytes a token stands for (a special token: its name).
   const std::string& token_bytes(int32_t id) const;
+  // The same as text for people and JSON: a byte-level token may hold part of a multi-byte
+  // character, so bytes that are not valid UTF-8 are written as "\xNN" (escape_invalid_utf8).
+  std::string token_text(int32_t id) const { return escape_invalid_utf8(token_bytes(id)); }
 
   // Text -> ids (no special tokens added).
   std::vector<int32_t> encode(std::string_view text) const;

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include <unistd.h>
 
 #include "data/bpe_training.h"
@@ -310,4 +312,33 @@ TEST_CASE("tokenizer: invalid training arguments and merges are rejected") {
   CHECK_THROWS_AS(data::train_bpe({{"ab", 1}}, 1000, 0), Error);
   CHECK_THROWS_AS(Tokenizer(std::vector<Merge>{{byte_id('a'), data::kFirstMergeId}}), Error);
   CHECK_THROWS_AS(Tokenizer(std::vector<Merge>{{data::kMaskId, byte_id('a')}}), Error);
+}
+
+TEST_CASE("tokenizer: token text escapes bytes that are not UTF-8, keeps valid text") {
+  using qt::data::escape_invalid_utf8;
+  // Valid text, 1- to 4-byte characters, is unchanged: "a", "é" (C3 A9), "€" (E2 82 AC), "😀"
+  // (F0 9F 98 80).
+  const std::string valid = "a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80";
+  CHECK(escape_invalid_utf8(valid) == valid);
+  CHECK(escape_invalid_utf8("") == "");
+  // A byte-level BPE token cut inside a character: lead byte alone, continuation alone.
+  CHECK(escape_invalid_utf8("\xE2\x82") == "\\xe2\\x82");
+  CHECK(escape_invalid_utf8("\x82\xAC x") == "\\x82\\xac x");
+  // Bytes UTF-8 never uses, overlong forms, a surrogate, and a code point above U+10FFFF.
+  CHECK(escape_invalid_utf8("\xF8") == "\\xf8");
+  CHECK(escape_invalid_utf8("\xC0\xAF") == "\\xc0\\xaf");           // overlong '/'
+  CHECK(escape_invalid_utf8("\xE0\x80\xAF") == "\\xe0\\x80\\xaf");  // overlong '/'
+  CHECK(escape_invalid_utf8("\xED\xA0\x80") == "\\xed\\xa0\\x80");  // U+D800
+  CHECK(escape_invalid_utf8("\xF4\x90\x80\x80") == "\\xf4\\x90\\x80\\x80");
+  // The largest code points of each length are valid.
+  CHECK(escape_invalid_utf8("\xDF\xBF\xEF\xBF\xBF\xF4\x8F\xBF\xBF") ==
+        "\xDF\xBF\xEF\xBF\xBF\xF4\x8F\xBF\xBF");
+  // Every token of a trained tokenizer gives text that JSON accepts (it throws on invalid UTF-8).
+  const qt::data::Tokenizer tokenizer =
+      qt::data::Tokenizer::train({"na\xC3\xAFve caf\xC3\xA9 \xE2\x82\xAC \xE2\x82\xAC"}, 300);
+  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) {
+    CAPTURE(id);
+    CHECK_NOTHROW((void)nlohmann::json(tokenizer.token_text(id)).dump());
+  }
+  CHECK(tokenizer.token_text(qt::data::kNumSpecialTokens + 0xE2) == "\\xe2");
 }

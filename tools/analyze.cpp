@@ -38,9 +38,10 @@ struct AnalyzeArguments {
   bool json = false;
 };
 
-// Token id -> text for the run's vocabulary: the run's tokenizer (RunData, or
-// RUN_DIR/tokenizer.json beside the checkpoint); without one (synthetic data) the byte-only
-// tokenizer names the special and byte tokens and the rest print as "#<id>".
+// Token id -> text (valid UTF-8, for the table and analysis.json) for the run's vocabulary: the
+// run's tokenizer (RunData, or RUN_DIR/tokenizer.json beside the checkpoint); without one
+// (synthetic data) the byte-only tokenizer names the special and byte tokens and the rest print
+// as "#<id>".
 std::vector<std::string> token_strings(const qt::models::RunConfig& config,
                                        const qt::models::RunData& data,
                                        const std::string& checkpoint) {
@@ -53,7 +54,7 @@ std::vector<std::string> token_strings(const qt::models::RunConfig& config,
       path.empty() ? qt::data::Tokenizer() : qt::data::Tokenizer::load(path);
   std::vector<std::string> strings;
   for (int64_t id = 0; id < config.model.vocab_size; ++id)
-    strings.push_back(id < tokenizer.vocab_size() ? tokenizer.token_bytes(static_cast<int32_t>(id))
+    strings.push_back(id < tokenizer.vocab_size() ? tokenizer.token_text(static_cast<int32_t>(id))
                                                   : "#" + std::to_string(id));
   return strings;
 }

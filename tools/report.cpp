@@ -273,11 +273,14 @@ void write_data_files(const Run& run, const fs::path& out) {
 
 std::string gnuplot_script(const std::vector<Run>& runs, const std::string& terminal,
                            const std::string& ext) {
-  std::string s = "set grid\nset key outside right\n";
+  std::string s;
+  // Every image starts from gnuplot's defaults (`reset`), so no setting of one plot (log scale,
+  // tics, ranges) leaks into the next. noenhanced: names like "ffn_out" print verbatim.
   const auto output = [&](const std::string& file) {
-    // noenhanced: names like "ffn_out" print verbatim (no subscripts)
-    return fmt::format("set terminal {} noenhanced size 900,540\nset output '{}.{}'\n", terminal,
-                       file, ext);
+    return fmt::format(
+        "reset\nset grid\nset key outside right\nset terminal {} noenhanced size "
+        "900,540\nset output '{}.{}'\n",
+        terminal, file, ext);
   };
   const auto per_layer = [&](const std::string& file, const std::string& title, int ffn_column,
                              int block_column) {
@@ -292,7 +295,7 @@ std::string gnuplot_script(const std::vector<Run>& runs, const std::string& term
           "'{}' using 1:{} with linespoints lc {} dt 2 title '{} block output'",
           r ? ", " : "", data, ffn_column, r + 1, name, data, block_column, r + 1, name);
     }
-    return p + "\nunset logscale y\nunset xtics\nset xtics\n";
+    return p + "\n";
   };
   s += per_layer("inf_norm_per_layer", "inf norm per layer (per-row max |x|, averaged)", 2, 6);
   s += per_layer("kurtosis_per_layer", "kurtosis per layer (per row, averaged)", 3, 7);
@@ -316,8 +319,7 @@ std::string gnuplot_script(const std::vector<Run>& runs, const std::string& term
     s += fmt::format(
         "set title '{}: {} ({} values)'\nset xlabel 'value'\nset logscale y\n"
         "set style fill solid 0.6\nset xrange [{:.9g}:{:.9g}]\n"
-        "plot '{}.histogram.dat' using 1:2 with boxes notitle\nunset logscale y\n"
-        "set xrange [*:*]\n",
+        "plot '{}.histogram.dat' using 1:2 with boxes notitle\n",
         name, plot_label(a.histogram.point), a.histogram.values, a.histogram.low - bin_width,
         a.histogram.high + bin_width, name);
     const qt::quant::AttentionMatrix& m = a.attention;
@@ -337,8 +339,6 @@ std::string gnuplot_script(const std::vector<Run>& runs, const std::string& term
                        tics);
     }
     s += fmt::format("plot '{}.attention.dat' matrix with image notitle\n", name);
-    s += "set xrange [*:*]\nset yrange [*:*] noreverse\nunset xtics\nset xtics\nunset ytics\n"
-         "set ytics\nunset ylabel\n";
   }
   return s;
 }
