@@ -4,14 +4,14 @@
 // against the stacked weights and runs the core on them in place (nn::attention_core_projected);
 // the composed one uses three Linear layers and autograd ops.
 //
-// A last pair of rows times the core alone (attention_core vs attention_core_composed, vanilla, on
+// A pair of rows times the core alone (attention_core vs attention_core_composed, vanilla, on
 // fixed q, k, v). The module rows also contain the four d x d projections, which are the same
 // FLOPs in both paths (4 x 3 GEMMs of 2*B*T*d*d FLOPs forward + backward, 6.4 GFLOP at the default
 // sizes, against 1.6 GFLOP for the core's 6 GEMMs of 2*B*H*T*T*d_h): GEMM time bounds the module
 // speedup well below the core's.
 //
-// A last row times the GEMMs alone, with the shapes, layouts and threading the fused path uses
-// and nothing else (no softmax, masks, gate, bias, allocation): the floor under any
+// Last, two rows time the GEMMs alone (module, core), with the shapes, layouts and threading the
+// fused path uses and nothing else (no softmax, masks, gate, bias, allocation): the floor under any
 // implementation built on this GEMM. composed / floor is the largest speedup a fused path could
 // possibly show over the composed one; when it is below 2 for the module, a 2x module speedup is
 // out of reach whatever the fusion does.

@@ -34,7 +34,8 @@ threads=${DEMO_THREADS:-$(nproc)}
 extra=${DEMO_FLAGS:-}
 calibration_batches=${DEMO_CALIBRATION_BATCHES:-16}
 
-[ -x "$qtlab" ] || { echo "demo: $qtlab not found or not executable (run make build)" >&2; exit 1; }
+[ -x "$qtlab" ] || { echo "demo: $qtlab not found or not executable (run make cli)" >&2; exit 1; }
+read -ra extra_flags <<< "$extra"
 
 declare -A attention=(
   [vanilla]=""
@@ -46,18 +47,16 @@ start=$(date +%s)
 
 for variant in "${variants[@]}"; do
   run_dir="$demo_dir/$variant"
-  # shellcheck disable=SC2086  # the flag strings are meant to split into words
-  flags="--model bert-mini ${attention[$variant]} --steps $steps --threads $threads"
-  flags+=" --run-dir $run_dir --set train.warmup_fraction=0.15"
-  flags+=" --set train.eval_every=$((steps / 4 > 0 ? steps / 4 : 1)) $extra"
-  echo "== $variant: qtlab pretrain $flags"
+  read -ra attention_flags <<< "${attention[$variant]}"
+  flags=(--model bert-mini "${attention_flags[@]}" --steps "$steps" --threads "$threads"
+         --run-dir "$run_dir" --set train.warmup_fraction=0.15
+         --set "train.eval_every=$((steps / 4 > 0 ? steps / 4 : 1))" "${extra_flags[@]}")
+  echo "== $variant: qtlab pretrain ${flags[*]}"
   if [ -f "$run_dir/checkpoint.safetensors" ]; then
-    # shellcheck disable=SC2086
-    "$qtlab" pretrain $flags --resume
+    "$qtlab" pretrain "${flags[@]}" --resume
   else
     rm -rf "$run_dir"
-    # shellcheck disable=SC2086
-    "$qtlab" pretrain $flags
+    "$qtlab" pretrain "${flags[@]}"
   fi
   echo "== $variant: qtlab quantize (W8A8)"
   "$qtlab" quantize --checkpoint "$run_dir/model.safetensors" --wbits 8 --abits 8 \
