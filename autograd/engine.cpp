@@ -62,12 +62,17 @@ void backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) 
            shape_str(seed.shape()), dtype_name(root.dtype()), shape_str(root.shape()));
 
   NoGradGuard no_grad;
-  // A leaf root: its gradient is the seed itself.
-  auto accumulate_into_leaf = [](const Tensor& leaf, const Tensor& grad) {
-    // The leaf owns its .grad exclusively (optimizers and clipping modify it in place), so the
-    // first gradient is copied rather than shared with whatever produced it.
+  // The leaf owns its .grad exclusively (optimizers and clipping modify it in place), so a first
+  // gradient that anything else can still see is copied. One that nothing else can see (the only
+  // handle, on storage no other tensor or view shares, dense from its start) is handed over as it
+  // is, saving a full copy of it per backward pass. (Gradients of parameters returned as views of
+  // one stacked buffer, as the fused attention's Q/K/V weights, share storage and are copied.)
+  auto accumulate_into_leaf = [](const Tensor& leaf, Tensor grad) {
     const Tensor existing = leaf.grad();
-    leaf.set_grad(existing.defined() ? ops::add(existing, grad) : ops::clone(grad));
+    if (existing.defined()) return leaf.set_grad(ops::add(existing, grad));
+    const bool unshared = grad.impl_ptr().use_count() == 1 && grad.storage().use_count() == 1 &&
+                          grad.offset() == 0 && grad.is_contiguous();
+    leaf.set_grad(unshared ? grad : ops::clone(grad));
   };
   if (root.is_leaf()) {
     accumulate_into_leaf(root, seed);
@@ -102,7 +107,7 @@ void backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) 
                dtype_name(input_grad.dtype()), shape_str(input_grad.shape()), i,
                dtype_name(input.dtype()), shape_str(input.shape()));
       if (input.is_leaf()) {
-        accumulate_into_leaf(input, input_grad);
+        accumulate_into_leaf(input, std::move(input_grads[i]));
       } else {
         Tensor& slot = pending[input.grad_fn().get()];
         slot = accumulate(slot, input_grad);

@@ -240,11 +240,7 @@ void fused_forward(const CoreOperands<T>& in, const AttentionCoreOptions& option
         for (int64_t j = 0; j < L; ++j)
           row[j] = visible(ok, options.causal, i, j) ? row[j] : lowest;
       }
-      // softmax in place: m = max, e_j = exp(s_j - m), p_j = e_j / sum e
-      const T m = row_max(row, L);
-      for (int64_t j = 0; j < L; ++j) row[j] = exp_of(row[j] - m);
-      const T inverse = static_cast<T>(1.0 / row_sum(row, static_cast<const T*>(nullptr), L));
-      for (int64_t j = 0; j < L; ++j) row[j] *= inverse;
+      softmax_row(row, row, L);  // in place: p_j = exp(s_j - m) / sum_i exp(s_i - m)
     }
     const T* y = p;
     if (transform) {

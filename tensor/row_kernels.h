@@ -116,4 +116,29 @@ inline double row_sum(const T* a, const T* b, int64_t n) {
          ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
 }
 
+// ---------------------------------------------------------------------------------------------
+// One softmax row: y = softmax(x) over n elements (y may be x: in place). With m = max_j x_j,
+//   y_i = exp(x_i - m) / sum_j exp(x_j - m)
+// (every exp argument is <= 0; the sum is accumulated in double). An all -inf row gives NaN.
+template <typename T>
+inline void softmax_row_portable(const T* x, T* y, int64_t n) {
+  const T m = row_max(x, n);
+  for (int64_t i = 0; i < n; ++i) y[i] = exp_of(x[i] - m);
+  const T inverse = static_cast<T>(1.0 / row_sum(y, static_cast<const T*>(nullptr), n));
+  for (int64_t i = 0; i < n; ++i) y[i] *= inverse;
+}
+
+// f32: the AVX-512 kernel below where the CPU has it (cpu::avx512_usable), else the portable
+// loops. Both give bit-identical results (tested), so the choice never changes a number.
+void softmax_row(const float* x, float* y, int64_t n);
+inline void softmax_row(const double* x, double* y, int64_t n) {
+  softmax_row_portable(x, y, n);
+}
+
+namespace detail {
+// row_kernels_avx512.cpp: the same arithmetic as softmax_row_portable<float>, 16 lanes at a time
+// and the exp and sum passes merged into one. Call only when cpu::avx512_usable().
+void softmax_row_avx512(const float* x, float* y, int64_t n);
+}  // namespace detail
+
 }  // namespace qt::row_kernels

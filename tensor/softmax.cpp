@@ -36,13 +36,7 @@ constexpr int64_t kParallelThreshold = 1 << 14;  // elements; smaller tensors st
 // ---------------------------------------------------------------------------------------------
 // The row kernels. Each makes a few simple passes over the row (each one a vectorizable loop).
 
-template <typename T>
-void softmax_row(const T* x, T* y, int64_t n) {
-  const T m = row_max(x, n);
-  for (int64_t i = 0; i < n; ++i) y[i] = exp_of(x[i] - m);
-  const T inverse = static_cast<T>(1.0 / row_sum(y, static_cast<const T*>(nullptr), n));
-  for (int64_t i = 0; i < n; ++i) y[i] *= inverse;
-}
+// softmax_row (row_kernels.h): y = exp(x - m) / sum exp(x - m).
 
 template <typename T>
 void log_softmax_row(const T* x, T* y, int64_t n) {

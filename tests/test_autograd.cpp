@@ -250,6 +250,51 @@ TEST_CASE("autograd: the graph is freed by backward, kept by retain_graph, and n
   }
 }
 
+TEST_CASE("autograd: a leaf takes over a gradient nothing else holds, and copies a shared one") {
+  // The op's backward returns a fresh tensor (its only handle): the leaf's .grad is that very
+  // buffer, no copy.
+  Tensor x = leaf({1.0, 2.0}, {2});
+  const double* fresh_data = nullptr;
+  const Tensor y =
+      record(ops::clone(x), "test_fresh", {x},
+             [&fresh_data](const Tensor& grad, const std::vector<bool>&) -> std::vector<Tensor> {
+               Tensor fresh = ops::mul(grad, ops::scalar(3.0, DType::f64));
+               fresh_data = fresh.data<double>();
+               return {fresh};
+             });
+  backward(sum(y));
+  REQUIRE(fresh_data != nullptr);
+  CHECK(x.grad().data<double>() == fresh_data);
+  check_values(x.grad(), {3.0, 3.0});
+
+  // The backward keeps a handle to what it returns: the leaf gets a copy, and later writes to
+  // the kept tensor do not reach .grad.
+  Tensor z = leaf({1.0, 2.0}, {2});
+  auto kept = std::make_shared<Tensor>();
+  const Tensor w =
+      record(ops::clone(z), "test_kept", {z},
+             [kept](const Tensor& grad, const std::vector<bool>&) -> std::vector<Tensor> {
+               *kept = ops::mul(grad, ops::scalar(2.0, DType::f64));
+               return {*kept};
+             });
+  backward(sum(w));
+  CHECK(z.grad().storage() != kept->storage());
+  kept->data<double>()[0] = 99.0;
+  check_values(z.grad(), {2.0, 2.0});
+
+  // A view of a larger buffer (here: the first half of a fresh [4]) is copied, not handed over
+  // with its hidden neighbours.
+  Tensor v = leaf({1.0, 2.0}, {2});
+  const Tensor u = record(ops::clone(v), "test_view", {v},
+                          [](const Tensor& grad, const std::vector<bool>&) -> std::vector<Tensor> {
+                            const Tensor wide = ops::cat({grad, grad}, 0);
+                            return {ops::narrow(wide, 0, 2, 2)};
+                          });
+  backward(sum(u));
+  CHECK(v.grad().offset() == 0);
+  check_values(v.grad(), {1.0, 1.0});
+}
+
 TEST_CASE("autograd: record() passes needs_input_grad and validates what backward returns") {
   Tensor x = leaf({1.0, 2.0}, {2});
   const Tensor fixed = ops::from_vector(std::vector<double>{3.0, 4.0}, {2});

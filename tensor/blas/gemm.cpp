@@ -13,6 +13,7 @@
 #include <string>
 
 #include "tensor/blas/gemm_internal.h"
+#include "tensor/cpu_features.h"
 #include "tensor/error.h"
 #include "tensor/threads.h"
 
@@ -29,8 +30,7 @@ std::atomic<int> g_backend{-1};
 // attention core's 128 x 128 x 64 blocks); its AVX2 6 x 16 kernel is not faster than OpenBLAS, so
 // AVX2-only machines keep OpenBLAS. The own kernel is also bit-identical for any thread count.
 Backend default_backend() {
-  const bool avx512_kernel = __builtin_cpu_supports("avx512f") && detail::avx512_allowed();
-  return avx512_kernel ? Backend::own : Backend::openblas;
+  return cpu::avx512_usable() ? Backend::own : Backend::openblas;
 }
 
 Backend backend_from_environment() {

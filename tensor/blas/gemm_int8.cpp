@@ -10,6 +10,7 @@
 
 #include "tensor/blas/gemm.h"
 #include "tensor/blas/gemm_internal.h"
+#include "tensor/cpu_features.h"
 #include "tensor/error.h"
 #include "tensor/threads.h"
 
@@ -67,8 +68,7 @@ void reference_rows(int64_t m0, int64_t m1, int64_t N, int64_t K, const uint8_t*
 
 // Lives here, not in the _avx512 file: the check itself must run on any CPU.
 bool detail::int8_vnni_available() {
-  static const bool available =
-      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni") && avx512_allowed();
+  static const bool available = cpu::avx512_usable() && __builtin_cpu_supports("avx512vnni");
   return available;
 }
 

@@ -38,11 +38,6 @@ struct OwnKernel {
   MicroKernel kernel;
 };
 
-// False when the environment variable QTLAB_DISABLE_AVX512 is set (to anything but "" or "0"):
-// then the own GEMM and the integer GEMM use their AVX2 / portable paths even on AVX-512 CPUs
-// (to test those paths, or to compare).
-bool avx512_allowed();
-
 // The AVX-512 kernel (gemm_own_avx512.cpp). Only call it after checking the CPU.
 const OwnKernel& own_kernel_avx512();
 // The kernel sgemm_own uses on this CPU (AVX-512 if available, else AVX2 + FMA).

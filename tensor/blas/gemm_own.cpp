@@ -52,6 +52,7 @@
 #include <limits>
 
 #include "tensor/blas/gemm_internal.h"
+#include "tensor/cpu_features.h"
 #include "tensor/error.h"
 
 namespace qt::blas::detail {
@@ -320,14 +321,8 @@ void split_range(int64_t tiles, int parts, int index, int64_t& begin, int64_t& e
 
 }  // namespace
 
-bool avx512_allowed() {
-  const char* off = std::getenv("QTLAB_DISABLE_AVX512");
-  return off == nullptr || *off == '\0' || std::strcmp(off, "0") == 0;
-}
-
 const OwnKernel& own_kernel() {
-  static const OwnKernel& kernel =
-      __builtin_cpu_supports("avx512f") && avx512_allowed() ? own_kernel_avx512() : kAvx2Kernel;
+  static const OwnKernel& kernel = cpu::avx512_usable() ? own_kernel_avx512() : kAvx2Kernel;
   return kernel;
 }
 
