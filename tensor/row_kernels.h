@@ -54,16 +54,19 @@ inline float exp_f32(float t) {
   const uint32_t too_high = mask_if(t_bits > bits_of(kHighest)) & mask_if(t_bits <= 0x7F800000u);
   const float clamped = float_of((t_bits & ~(too_low | too_high)) | (bits_of(kLowest) & too_low) |
                                  (bits_of(kHighest) & too_high));
-  const float shifted = clamped * kLog2e + kShifter;
+  // Every a * b + c is an explicit fused multiply-add (one rounding), so the result does not
+  // depend on whether the compiler would have contracted it (it does at -O2, not at -O1) and the
+  // AVX-512 softmax row can reproduce it bit for bit.
+  const float shifted = std::fma(clamped, kLog2e, kShifter);
   const float n = shifted - kShifter;
-  const float r = (clamped - n * kLn2High) - n * kLn2Low;
+  const float r = std::fma(-n, kLn2Low, std::fma(-n, kLn2High, clamped));
   float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float exp_r = p * (r * r) + r + 1.0f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  const float exp_r = std::fma(p, r * r, r) + 1.0f;
   // The low 9 mantissa bits of `shifted` hold n + 126: moved into the exponent field they make
   // 2^(n-1). (n - 1 rather than n keeps n = 128, i.e. t up to ln(FLT_MAX), representable.)
   const float half_scale = float_of(bits_of(shifted) << 23);
