@@ -55,7 +55,8 @@ inline float exp_f32(float t) {
   const float clamped = float_of((t_bits & ~(too_low | too_high)) | (bits_of(kLowest) & too_low) |
                                  (bits_of(kHighest) & too_high));
   // Every a * b + c is an explicit fused multiply-add (one rounding), so the result does not
-  // depend on whether the compiler would have contracted it (it does at -O2, not at -O1) and the
+  // depend on whether the compiler would have contracted it (the -O3 build did, the -O1 sanitizer
+  // build did not) and the
   // AVX-512 softmax row can reproduce it bit for bit.
   const float shifted = std::fma(clamped, kLog2e, kShifter);
   const float n = shifted - kShifter;
