@@ -97,7 +97,7 @@ void softmax_row_avx512(const float* x, float* y, int64_t n) {
         sum, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
   }
   double lanes[8];
-  int64_t rest = n - i;
+  const int64_t rest = n - i;
   if (rest > 0) {
     const __mmask16 tail = first_lanes(rest);
     const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + i), m));
@@ -105,7 +105,6 @@ void softmax_row_avx512(const float* x, float* y, int64_t n) {
     if (rest >= 8) {  // one more full group of 8
       sum = _mm512_add_pd(sum, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
       i += 8;
-      rest -= 8;
     }
   }
   _mm512_storeu_pd(lanes, sum);
