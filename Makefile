@@ -7,6 +7,8 @@
 #   make sanitize  build with ASan+UBSan in build-sanitize/ and run the test suite there
 #   make data      fetch the pinned datasets into data/downloads (tools/fetch_data.sh)
 #   make fixtures  regenerate the PyTorch golden fixtures in tests/data
+#   make table2    run (or resume) the Table 2 reproduction plan, experiments/table2.json (hours)
+#   make results   regenerate docs/results/table2.md and its plots from the committed results
 #   make format    clang-format every C++ file in place
 
 BUILD_DIR    ?= build
@@ -14,7 +16,7 @@ SANITIZE_DIR ?= build-sanitize
 JOBS         ?= $(shell nproc)
 SOURCES       = $(shell git ls-files --cached --others --exclude-standard '*.cpp' '*.h' 2>/dev/null)
 
-.PHONY: all build cli deps test bench demo sanitize format clean data fixtures
+.PHONY: all build cli deps test bench demo sanitize format clean data fixtures table2 results
 
 all: build
 
@@ -54,6 +56,17 @@ DEMO_DIR   ?= runs/demo
 DEMO_STEPS ?= 600
 demo: deps data cli
 	@QTLAB=$(BUILD_DIR)/qtlab DEMO_DIR=$(DEMO_DIR) DEMO_STEPS=$(DEMO_STEPS) tools/demo.sh
+
+# The paper's Table 2 at CPU scale (issue 17): every run of experiments/table2.json, resumable;
+# results are published to docs/results/table2/ after every evaluation step.
+PARALLEL ?= 2
+table2: deps data cli
+	@$(BUILD_DIR)/qtlab experiment experiments/table2.json --parallel $(PARALLEL)
+
+# The tables and growth curves of docs/results/table2.md, from the committed results files alone.
+results: cli
+	@$(BUILD_DIR)/qtlab results docs/results/table2 --out docs/results/table2.md \
+	  --plots docs/results/table2/plots
 
 fixtures:
 	@tools/install_deps.sh --with-torch

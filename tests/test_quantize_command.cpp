@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "tests/test_util.h"
 
@@ -153,4 +154,39 @@ TEST_CASE("test_quantize_command: bad input gives errors naming it") {
   const auto head = qt::test::run_command(qtlab("quantize --head half --checkpoint " + model));
   CHECK(head.status != 0);
   CHECK(head.output.find("--head 'half'") != std::string::npos);
+}
+
+TEST_CASE("test_quantize_command: --sweep evaluates FP once and each bit width as alone") {
+  const std::string model = checkpoint("bert-mini");
+  const auto dir = std::filesystem::path(model).parent_path();
+  const auto single = qt::test::run_command(qtlab("quantize --checkpoint " + model + kQuick +
+                                                  "--wbits 4 --abits 8 --weight-range mse --json"));
+  REQUIRE_MESSAGE(single.status == 0, single.output);
+  const nlohmann::json alone = json_of(single.output);
+  const std::string sweep_file = (dir / "sweep.jsonl").string();
+  const auto sweep =
+      qt::test::run_command(qtlab("quantize --checkpoint " + model + kQuick +
+                                  "--sweep W8A8,W4A8:mse,W8A4 --results-out " + sweep_file));
+  REQUIRE_MESSAGE(sweep.status == 0, sweep.output);
+  CHECK(sweep.output.find("sweep over 3 configurations") != std::string::npos);
+  std::ifstream in(sweep_file);
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0]["spec"] == "W8A8");
+  CHECK(lines[1]["spec"] == "W4A8:mse");
+  CHECK(lines[2]["activation_bits"] == 4);
+  // The sweep's W4A8:mse entry is the model `quantize --wbits 4 --weight-range mse` measures.
+  CHECK(lines[1]["weight_range"] == alone["weight_range"]);
+  CHECK(lines[1]["quantized"] == alone["quantized"]);
+  CHECK(lines[1]["fp"] == alone["fp"]);
+  for (const auto& line : lines) CHECK(line["fp"] == lines[0]["fp"]);
+  // A bad list fails before any evaluation, naming the entry.
+  const auto bad =
+      qt::test::run_command(qtlab("quantize --checkpoint " + model + kQuick + "--sweep W8A8,W9"));
+  CHECK(bad.status != 0);
+  CHECK(bad.output.find("quantization 'W9'") != std::string::npos);
+  const auto twice =
+      qt::test::run_command(qtlab("quantize --checkpoint " + model + kQuick + "--sweep W8A8,W8A8"));
+  CHECK(twice.output.find("'W8A8' is listed twice") != std::string::npos);
 }

@@ -20,5 +20,11 @@ void add_analyze_command(CLI::App& app);
 // (analyze.cpp).
 std::string write_checkpoint_analysis(const std::string& checkpoint, const std::string& out_dir,
                                       int64_t batches);
+// `qtlab experiment PLAN`: run an experiment plan — train, quantize (bit-width sweep) and analyse
+// every run at its evaluation steps, resumably (experiment.cpp).
+void add_experiment_command(CLI::App& app);
+// `qtlab results DIR`: tables and growth curves of an experiment from its committed results
+// files (results.cpp).
+void add_results_command(CLI::App& app);
 // `qtlab report RUN_DIR...`: gnuplot figures and report.md comparing runs (report.cpp).
 void add_report_command(CLI::App& app);

@@ -34,6 +34,7 @@
 #include "tensor/error.h"
 #include "tensor/threads.h"
 #include "tools/commands.h"
+#include "tools/quantization_spec.h"
 
 namespace {
 
@@ -54,6 +55,7 @@ struct QuantizeArguments {
   int64_t batch_size = 0;
   std::string ranges_out;
   std::string results_out;
+  std::string sweep;  // "W8A8,W6A8:mse,...": FP once, then each configuration
   int threads = 0;
   bool json = false;
 };
@@ -124,30 +126,167 @@ std::string default_output_path(const std::string& checkpoint, const char* prefi
   return (dir / fmt::format("{}-w{}a{}.json", prefix, weight_bits, activation_bits)).string();
 }
 
-void run_quantize(const QuantizeArguments& a) {
-  if (a.threads > 0) qt::set_num_threads(a.threads);
-  QT_CHECK(a.calibration_batches >= 1, "quantize: --calib-batches must be >= 1, got {}",
-           a.calibration_batches);
-  const auto [config, model] = qt::models::load_saved_model(a.checkpoint, a.assignments);
+// One quantized configuration of the model, calibrated and evaluated: the JSON object --json
+// prints (and RUN_DIR/quantize-w<b>a<b>.json holds), plus the quantized figures.
+struct QuantizedEvaluation {
+  nlohmann::json record;
+  qt::models::EvaluationResult quantized;
+  std::string label;  // "W8A8"
+  std::string weight_range, activation_range;
+  bool head_quantized = false;
+  int64_t calibration_batches = 0, calibration_batch_size = 0;
+  size_t activation_points = 0, weights = 0, weights_at_lookup = 0;
+};
+
+nlohmann::json evaluation_json(const qt::models::EvaluationResult& r, bool vit) {
+  nlohmann::json out = {{"loss", r.loss}};
+  if (vit)
+    out["accuracy"] = r.accuracy;
+  else
+    out["perplexity"] = r.perplexity;
+  return out;
+}
+
+// Quantizes a copy of `model` with `options`, calibrates it on training batches and evaluates it
+// on the validation batches `fp` was measured on. Rank 0 saves the calibrated ranges to
+// `ranges_path` (empty: not saved).
+QuantizedEvaluation quantize_and_evaluate(const qt::models::Model& model,
+                                          const qt::models::RunConfig& config,
+                                          const qt::models::RunData& data,
+                                          const qt::quant::QuantizationOptions& options,
+                                          const qt::models::EvaluationResult& fp,
+                                          const QuantizeArguments& a,
+                                          const std::string& ranges_path) {
   const std::string& family = config.model.family;
-  const qt::quant::QuantizationOptions options = quantization_options(a, family);
-  const qt::models::RunData data = qt::models::load_run_data(config);
   const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
-
-  const qt::models::EvaluationResult fp =
-      qt::models::evaluate(*model, data, batch_size, a.eval_batches);
-
-  qt::quant::QuantizedModel quantized(qt::quant::copy_model(*model),
-                                      qt::quant::quantization_setup(*model, options));
+  qt::quant::QuantizedModel quantized(qt::quant::copy_model(model),
+                                      qt::quant::quantization_setup(model, options));
   qt::quant::CalibrationOptions calibration;
   calibration.batches = a.calibration_batches;
   calibration.batch_size =
       a.calibration_batch_size > 0 ? a.calibration_batch_size : config.train.batch_size;
   calibration.seed = a.seed;
   quantized.calibrate(data, calibration);
-  const qt::models::EvaluationResult q = quantized.evaluate(data, batch_size, a.eval_batches);
+  QuantizedEvaluation out;
+  out.quantized = quantized.evaluate(data, batch_size, a.eval_batches);
+  if (!ranges_path.empty() && qt::distributed::rank() == 0)
+    qt::quant::save_calibrated_ranges(ranges_path, quantized.ranges());
 
+  const qt::quant::QuantizationSetup& setup = quantized.setup();
+  for (const auto& [name, weight] : setup.weights)
+    out.weights_at_lookup += !weight.lookup_point.empty();
+  out.label = fmt::format("W{}A{}", options.weight_bits, options.activation_bits);
+  out.weight_range = qt::quant::range_method_name(options.weight_range);
+  out.activation_range = qt::quant::activation_range_name(options);
+  out.head_quantized = options.head_quantized;
+  out.calibration_batches = quantized.calibration_batches();
+  out.calibration_batch_size = calibration.batch_size;
+  out.activation_points = setup.activations.size();
+  out.weights = setup.weights.size();
+  const bool vit = family == "vit";
+  out.record = {{"checkpoint", a.checkpoint},
+                {"family", family},
+                {"label", out.label},
+                {"weight_bits", options.weight_bits},
+                {"activation_bits", options.activation_bits},
+                {"weight_range", out.weight_range},
+                {"activation_range", out.activation_range},
+                {"head_quantized", options.head_quantized},
+                {"calibration_batches", out.calibration_batches},
+                {"calibration_seed", a.seed},
+                {"activation_points", out.activation_points},
+                {"weights", out.weights},
+                {"weights_at_lookup", out.weights_at_lookup},
+                {"samples", fp.samples},
+                {"labels", fp.labels},
+                {"fp", evaluation_json(fp, vit)},
+                {"quantized", evaluation_json(out.quantized, vit)}};
+  return out;
+}
+
+// "perplexity 520.171 (+0.13%)" / "accuracy 98.91% (-0.20 points)" of a quantized result vs FP.
+std::string quality_change(const qt::models::EvaluationResult& fp,
+                           const qt::models::EvaluationResult& q, bool vit) {
+  if (vit) return fmt::format("{:+.2f} points", 100 * (q.accuracy - fp.accuracy));
+  return fmt::format("{:+.2f}%", 100 * (q.perplexity / fp.perplexity - 1));
+}
+
+void print_figures(const std::string& name, const qt::models::EvaluationResult& r, bool vit,
+                   const std::string& change) {
+  if (vit)
+    std::printf("  %-10s %10.4f %11.2f%%  %s\n", name.c_str(), r.loss, 100 * r.accuracy,
+                change.c_str());
+  else
+    std::printf("  %-10s %10.4f %12.3f  %s\n", name.c_str(), r.loss, r.perplexity, change.c_str());
+}
+
+// --sweep: FP once, then every listed bit-width configuration on the same validation batches;
+// one JSON line per configuration in --results-out (default RUN_DIR/quantize-sweep.jsonl).
+void run_sweep(const QuantizeArguments& a, const qt::models::RunConfig& config,
+               const qt::models::Model& model, const qt::models::RunData& data,
+               const qt::models::EvaluationResult& fp) {
+  const std::vector<qt::tools::QuantizationSpec> specs =
+      qt::tools::parse_quantization_specs(a.sweep);
+  const std::string& family = config.model.family;
+  const bool vit = family == "vit";
+  const std::string results_path =
+      a.results_out.empty()
+          ? (std::filesystem::path(a.checkpoint).parent_path() / "quantize-sweep.jsonl").string()
+          : a.results_out;
+  std::string lines;
+  if (!a.json && qt::distributed::rank() == 0) {
+    std::printf("%s\n", fmt::format("{}: {} sweep over {} configurations, {} validation {} ({} "
+                                    "labelled)",
+                                    a.checkpoint, family, specs.size(), fp.samples,
+                                    vit ? "images" : "sequences", fp.labels)
+                            .c_str());
+    std::printf("  %-10s %10s %12s\n", "", "loss", vit ? "accuracy" : "perplexity");
+    print_figures("FP32", fp, vit, "");
+    std::fflush(stdout);
+  }
+  for (const qt::tools::QuantizationSpec& spec : specs) {
+    QuantizeArguments one = a;
+    one.weight_bits = spec.weight_bits;
+    one.activation_bits = spec.activation_bits;
+    if (!spec.weight_range.empty()) one.weight_range = spec.weight_range;
+    const qt::quant::QuantizationOptions options = quantization_options(one, family);
+    QuantizedEvaluation q = quantize_and_evaluate(model, config, data, options, fp, one, "");
+    q.record["spec"] = spec.text;
+    lines += q.record.dump() + "\n";
+    if (qt::distributed::rank() != 0) continue;
+    if (a.json) {
+      std::printf("%s\n", q.record.dump().c_str());
+    } else {
+      print_figures(
+          spec.text, q.quantized, vit,
+          fmt::format("{}  (weights {}, activations {})", quality_change(fp, q.quantized, vit),
+                      q.weight_range, q.activation_range));
+    }
+    std::fflush(stdout);
+  }
   if (qt::distributed::rank() != 0) return;
+  qt::write_text_atomically(results_path, lines);
+  if (!a.json) std::printf("  results saved to %s\n", results_path.c_str());
+}
+
+void run_quantize(const QuantizeArguments& a) {
+  if (a.threads > 0) qt::set_num_threads(a.threads);
+  QT_CHECK(a.calibration_batches >= 1, "quantize: --calib-batches must be >= 1, got {}",
+           a.calibration_batches);
+  const auto [config, model] = qt::models::load_saved_model(a.checkpoint, a.assignments);
+  const std::string& family = config.model.family;
+  if (!a.sweep.empty()) {
+    QT_CHECK(a.ranges_out.empty(), "quantize: --ranges-out does not go with --sweep");
+    qt::tools::parse_quantization_specs(a.sweep);  // reject a bad list before the evaluations
+  }
+  const qt::quant::QuantizationOptions options = quantization_options(a, family);
+  const qt::models::RunData data = qt::models::load_run_data(config);
+  const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
+
+  const qt::models::EvaluationResult fp =
+      qt::models::evaluate(*model, data, batch_size, a.eval_batches);
+  if (!a.sweep.empty()) return run_sweep(a, config, *model, data, fp);
+
   const std::string ranges_path =
       a.ranges_out.empty() ? default_output_path(a.checkpoint, "quant-ranges", options.weight_bits,
                                                  options.activation_bits)
@@ -156,61 +295,32 @@ void run_quantize(const QuantizeArguments& a) {
       a.results_out.empty() ? default_output_path(a.checkpoint, "quantize", options.weight_bits,
                                                   options.activation_bits)
                             : a.results_out;
-  qt::quant::save_calibrated_ranges(ranges_path, quantized.ranges());
-
-  const qt::quant::QuantizationSetup& setup = quantized.setup();
-  int64_t lookup_weights = 0;
-  for (const auto& [name, weight] : setup.weights) lookup_weights += !weight.lookup_point.empty();
-  const std::string label = fmt::format("W{}A{}", options.weight_bits, options.activation_bits);
-  const std::string weight_range = qt::quant::range_method_name(options.weight_range);
-  const std::string activation_range = qt::quant::activation_range_name(options);
-  const bool vit = family == "vit";
-  const auto result = [vit](const qt::models::EvaluationResult& r) {
-    nlohmann::json out = {{"loss", r.loss}};
-    if (vit)
-      out["accuracy"] = r.accuracy;
-    else
-      out["perplexity"] = r.perplexity;
-    return out;
-  };
-  const nlohmann::json out = {{"checkpoint", a.checkpoint},
-                              {"family", family},
-                              {"weight_bits", options.weight_bits},
-                              {"activation_bits", options.activation_bits},
-                              {"weight_range", weight_range},
-                              {"activation_range", activation_range},
-                              {"head_quantized", options.head_quantized},
-                              {"calibration_batches", quantized.calibration_batches()},
-                              {"calibration_seed", a.seed},
-                              {"activation_points", setup.activations.size()},
-                              {"weights", setup.weights.size()},
-                              {"weights_at_lookup", lookup_weights},
-                              {"samples", fp.samples},
-                              {"labels", fp.labels},
-                              {"fp", result(fp)},
-                              {"quantized", result(q)},
-                              {"ranges", ranges_path},
-                              {"results", results_path}};
-  qt::write_text_atomically(results_path, out.dump(2) + "\n");
+  QuantizedEvaluation q = quantize_and_evaluate(*model, config, data, options, fp, a, ranges_path);
+  if (qt::distributed::rank() != 0) return;
+  q.record["ranges"] = ranges_path;
+  q.record["results"] = results_path;
+  qt::write_text_atomically(results_path, q.record.dump(2) + "\n");
   if (a.json) {
-    std::printf("%s\n", out.dump().c_str());
+    std::printf("%s\n", q.record.dump().c_str());
     return;
   }
+  const bool vit = family == "vit";
   std::printf("%s\n", fmt::format("{}: {} {} (weights {}, activations {}, {} head), calibrated on "
                                   "{} training batches of {} (seed {})",
-                                  a.checkpoint, family, label, weight_range, activation_range,
-                                  options.head_quantized ? "quantized" : "FP",
-                                  quantized.calibration_batches(), calibration.batch_size, a.seed)
+                                  a.checkpoint, family, q.label, q.weight_range, q.activation_range,
+                                  q.head_quantized ? "quantized" : "FP", q.calibration_batches,
+                                  q.calibration_batch_size, a.seed)
                           .c_str());
   std::printf("%s\n", fmt::format("  quantized: {} activation points, {} weights ({} at their "
                                   "lookups)",
-                                  setup.activations.size(), setup.weights.size(), lookup_weights)
+                                  q.activation_points, q.weights, q.weights_at_lookup)
                           .c_str());
   std::printf("%s\n", fmt::format("  evaluated on {} validation {} ({} labelled)", fp.samples,
                                   vit ? "images" : "sequences", fp.labels)
                           .c_str());
   std::printf("  %-6s %10s %12s\n", "", "loss", vit ? "accuracy" : "perplexity");
-  for (const auto& [name, r] : {std::pair{std::string("FP32"), fp}, std::pair{label, q}}) {
+  for (const auto& [name, r] :
+       {std::pair{std::string("FP32"), fp}, std::pair{q.label, q.quantized}}) {
     if (vit)
       std::printf("  %-6s %10.4f %11.2f%%\n", name.c_str(), r.loss, 100 * r.accuracy);
     else
@@ -252,8 +362,13 @@ void add_quantize_command(CLI::App& app) {
                   "calibrated ranges JSON (default RUN_DIR/quant-ranges-w<b>a<b>.json)");
   cmd->add_option("--results-out", arguments->results_out,
                   "result JSON (default RUN_DIR/quantize-w<b>a<b>.json)");
+  cmd->add_option("--sweep", arguments->sweep,
+                  "bit-width sweep, e.g. W8A8,W6A8:mse,W4A8:mse,W8A4 (:mse / :minmax sets the "
+                  "weight range): FP once, then each; JSON lines to --results-out (default "
+                  "RUN_DIR/quantize-sweep.jsonl)");
   cmd->add_option("--set", arguments->assignments, "override a stored key, e.g. data.dir=...");
   cmd->add_option("--threads", arguments->threads, "OpenMP threads (default: all)");
-  cmd->add_flag("--json", arguments->json, "one JSON object instead of text");
+  cmd->add_flag("--json", arguments->json,
+                "one JSON object (with --sweep: one per line) instead of text");
   cmd->callback([arguments] { run_quantize(*arguments); });
 }
