@@ -26,12 +26,13 @@ deps:
 $(BUILD_DIR)/CMakeCache.txt:
 	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release > /dev/null
 
+# --no-print-directory: no "gmake[N]: Entering directory" lines from CMake's recursive makes.
 build: $(BUILD_DIR)/CMakeCache.txt
-	@cmake --build $(BUILD_DIR) -j $(JOBS)
+	@cmake --build $(BUILD_DIR) -j $(JOBS) -- --no-print-directory
 
 # Only build/qtlab (not the test binary): what the demo and the benchmarks need.
 cli: $(BUILD_DIR)/CMakeCache.txt
-	@cmake --build $(BUILD_DIR) -j $(JOBS) --target qtlab_cli
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target qtlab_cli -- --no-print-directory
 
 test: deps build
 	@tools/run_tests.sh $(BUILD_DIR)/qtlab_tests
@@ -42,7 +43,7 @@ bench: deps cli
 
 sanitize: deps
 	@cmake -S . -B $(SANITIZE_DIR) -DCMAKE_BUILD_TYPE=Debug -DQTLAB_SANITIZE=ON > /dev/null
-	@cmake --build $(SANITIZE_DIR) -j $(JOBS)
+	@cmake --build $(SANITIZE_DIR) -j $(JOBS) -- --no-print-directory
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  tools/run_tests.sh $(SANITIZE_DIR)/qtlab_tests
 

@@ -26,6 +26,7 @@
 #include "optim/clip_grad.h"
 #include "tensor/ops.h"
 #include "tensor/safetensors.h"
+#include "tests/test_util.h"
 
 using namespace qt;
 
@@ -182,7 +183,7 @@ TEST_CASE("PyTorch fixtures: LayerNorm (torch.nn.LayerNorm, eps 1e-5)") {
   expect_parameter_gradients(layer_norm, fixture, deviation);
   Report report;
   report.add("layer_norm", "fused", deviation);
-  MESSAGE(report.lines);
+  QTLAB_NOTE(report.lines);
 }
 
 TEST_CASE("PyTorch fixtures: GELU (exact erf form)") {
@@ -196,7 +197,7 @@ TEST_CASE("PyTorch fixtures: GELU (exact erf form)") {
   expect_close(input.grad(), fixture.get("grad.input"), "grad of input", deviation);
   Report report;
   report.add("gelu", "qt::gelu", deviation);
-  MESSAGE(report.lines);
+  QTLAB_NOTE(report.lines);
 }
 
 TEST_CASE("PyTorch fixtures: cross-entropy with ignore_index and label smoothing") {
@@ -215,7 +216,7 @@ TEST_CASE("PyTorch fixtures: cross-entropy with ignore_index and label smoothing
     expect_close(logits.grad(), fixture.get("grad.logits"), "grad of logits", deviation);
     report.add(name, "fused", deviation);
   }
-  MESSAGE(report.lines);
+  QTLAB_NOTE(report.lines);
 }
 
 TEST_CASE("PyTorch fixtures: attention, every variant, fused and composed paths") {
@@ -231,7 +232,7 @@ TEST_CASE("PyTorch fixtures: attention, every variant, fused and composed paths"
       report.add(name, fused ? "fused" : "composed", deviation);
     }
   }
-  MESSAGE(report.lines);
+  QTLAB_NOTE(report.lines);
 }
 
 TEST_CASE("PyTorch fixtures: transformer blocks (post-LN BERT, pre-LN OPT, pre-LN ViT)") {
@@ -255,7 +256,7 @@ TEST_CASE("PyTorch fixtures: transformer blocks (post-LN BERT, pre-LN OPT, pre-L
       report.add(name, fused ? "fused" : "composed", deviation);
     }
   }
-  MESSAGE(report.lines);
+  QTLAB_NOTE(report.lines);
 }
 
 TEST_CASE("PyTorch fixtures: five AdamW steps with clip_grad_norm_ (torch.optim.AdamW)") {
@@ -311,7 +312,7 @@ TEST_CASE("PyTorch fixtures: five AdamW steps with clip_grad_norm_ (torch.optim.
   // w2 got no gradient at step 3: PyTorch neither moved it nor advanced its step count.
   CHECK(optimizer.state("w1").step == steps);
   CHECK(optimizer.state("w2").step == steps - 1);
-  MESSAGE("adamw_clip: max |qtlab - PyTorch| over 5 steps = ", deviation.worst, " (",
-          deviation.where, "); max relative grad-norm error = ", worst_norm_error,
-          "; clipped steps: ", meta(fixture, "clipped_steps"));
+  QTLAB_NOTE("adamw_clip: max |qtlab - PyTorch| over 5 steps = ", deviation.worst, " (",
+             deviation.where, "); max relative grad-norm error = ", worst_norm_error,
+             "; clipped steps: ", meta(fixture, "clipped_steps"));
 }

@@ -500,7 +500,7 @@ TEST_CASE("test_quantized_model: perplexity W16A16 ~ FP, W8A8 close, W4A4 clearl
     const double w16 = quantized_perplexity(run, 16, eval_batches);
     const double w8 = quantized_perplexity(run, 8, eval_batches);
     const double w4 = quantized_perplexity(run, 4, eval_batches);
-    MESSAGE(family, ": FP ", fp, "  W16A16 ", w16, "  W8A8 ", w8, "  W4A4 ", w4);
+    QTLAB_NOTE(family, ": FP ", fp, "  W16A16 ", w16, "  W8A8 ", w8, "  W4A4 ", w4);
     CHECK(std::abs(w16 / fp - 1) < 1e-3);
     CHECK(w8 != fp);
     CHECK(std::abs(w8 / fp - 1) < 0.01);

@@ -306,7 +306,7 @@ TEST_CASE("TransformerBlock: equals a reference composed from qt ops (f64, both 
     vit.attention.fused = fused;
     worst = std::max(worst, compare_with_reference(vit, padding, {}, false, 13));
   }
-  MESSAGE("largest deviation from the composed reference (f64): ", worst);
+  QTLAB_NOTE("largest deviation from the composed reference (f64): ", worst);
 }
 
 TEST_CASE("TransformerBlock: train-mode dropout at the documented sites and layer ids") {

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -99,4 +100,17 @@ inline CommandResult run_command(const std::string& command) {
   return result;
 }
 
+// True when QTLAB_TEST_VERBOSE is set: tests then print the figures they measured (QTLAB_NOTE).
+inline bool verbose() {
+  static const bool on = std::getenv("QTLAB_TEST_VERBOSE") != nullptr;
+  return on;
+}
+
 }  // namespace qt::test
+
+// A measured figure a test prints for the record (a fixture deviation, a perplexity), only with
+// QTLAB_TEST_VERBOSE=1: the normal run's output is failures and progress only (tests/main.cpp).
+#define QTLAB_NOTE(...)                            \
+  do {                                             \
+    if (qt::test::verbose()) MESSAGE(__VA_ARGS__); \
+  } while (false)

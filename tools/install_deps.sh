@@ -28,10 +28,18 @@ for package in "${packages[@]}"; do
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
-echo "installing: ${missing[*]}"
+echo "install_deps: installing ${#missing[@]} Debian packages (a minute or two the first time): ${missing[*]}"
 sudo_cmd=()
 [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
 export DEBIAN_FRONTEND=noninteractive
+start=$SECONDS
+echo "install_deps: apt-get update"
 "${sudo_cmd[@]}" apt-get update -qq
-"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
-echo "installed: ${missing[*]}"
+echo "install_deps: apt-get install (its output goes to ${TMPDIR:-/tmp}/qtlab-install-deps.log)"
+log="${TMPDIR:-/tmp}/qtlab-install-deps.log"
+if ! "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" > "$log" 2>&1; then
+  tail -n 20 "$log" >&2
+  echo "install_deps: apt-get install failed (whole log: $log)" >&2
+  exit 1
+fi
+echo "install_deps: installed ${#missing[@]} packages in $((SECONDS - start)) s"
