@@ -1,7 +1,7 @@
 # Everyday commands. CMake does the building; this file only names the common tasks.
 #   make deps      install the Debian packages qtlab needs (idempotent, quiet when all present)
 #   make           build build/libqtlab.a, build/qtlab, build/qtlab_tests (Release)
-#   make test      deps + build + run the test suite
+#   make test      deps (+ PyTorch, for tests/test_torch_model.cpp) + build + run the test suite
 #   make demo      deps + data + build/qtlab + the main job (three BERTs, W8A8, Table 2, report)
 #   make bench     deps + build/qtlab + run the benchmarks
 #   make sanitize  build with ASan+UBSan in build-sanitize/ and run the test suite there
@@ -35,6 +35,7 @@ cli: $(BUILD_DIR)/CMakeCache.txt
 	@cmake --build $(BUILD_DIR) -j $(JOBS) --target qtlab_cli -- --no-print-directory
 
 test: deps build
+	@tools/install_deps.sh --with-torch
 	@tools/run_tests.sh $(BUILD_DIR)/qtlab_tests
 
 bench: deps cli

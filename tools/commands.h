@@ -28,3 +28,6 @@ void add_experiment_command(CLI::App& app);
 void add_results_command(CLI::App& app);
 // `qtlab report RUN_DIR...`: gnuplot figures and report.md comparing runs (report.cpp).
 void add_report_command(CLI::App& app);
+// `qtlab logits --checkpoint FILE --batch BATCH --out OUT`: a model's logits on a given batch
+// (logits.cpp; tools/torch_model.py --check compares them with PyTorch's).
+void add_logits_command(CLI::App& app);

@@ -17,8 +17,9 @@ packages=(
   curl ca-certificates            # tools/fetch_data.sh downloads the pinned datasets
   gnuplot-nox                     # qtlab report: plots as PNG/SVG
 )
-# `--with-torch` (make bench, make fixtures): Debian's PyTorch, for the fixture generator and the
-# PyTorch speed baseline. Never needed to build, test or run qtlab itself.
+# `--with-torch` (make bench, make fixtures, make test): Debian's PyTorch, for the fixture
+# generator, the PyTorch speed baseline and tests/test_torch_model.cpp (tools/torch_model.py). Never
+# needed to build or run qtlab itself. apt-get update + install takes about 2 minutes.
 [[ "${1:-}" == "--with-torch" ]] && packages+=(python3-torch python3-numpy)
 
 missing=()

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   add_report_command(app);
   add_experiment_command(app);
   add_results_command(app);
+  add_logits_command(app);
   try {
     qt::distributed::init(&argc, &argv);
     app.parse(argc, argv);

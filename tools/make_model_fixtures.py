@@ -5,8 +5,9 @@ Run with the system Python that has torch 1.13 (never at test time; the files ar
 
     /usr/bin/python3 tools/make_model_fixtures.py [output_dir]        (default: tests/data)
 
-The three architectures are re-stated here directly in torch (no HF transformers, no timm), from
-paper-spec §3 and the reference repo's attention (spec §1, §2, §8):
+The three architectures are stated directly in torch (no HF transformers, no timm), from paper-spec
+§3 and the reference repo's attention (spec §1, §2, §8), in tools/torch_model.py (the classes that
+also load qtlab checkpoints into PyTorch); this script builds them with arbitrary weights:
 
   BERT (post-LN masked LM, HF BertForMaskedLM without token types and pooler):
       h0 = LN_emb(E_word[ids] + E_pos[0..T-1])
@@ -52,13 +53,13 @@ The safetensors file is written by hand (8-byte little-endian header length, JSO
 a multiple of 8, raw little-endian data; I64 tensors first so every tensor is aligned).
 """
 
-import math
 import os
 import sys
 
 import torch
 
 from safetensors_writer import write_safetensors
+from torch_model import Attention, ModelSpec, PerHead, build_model, check_names_cover, clip_counts
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -68,7 +69,6 @@ GENERATOR = "tools/make_model_fixtures.py (torch %s)" % torch.__version__.split(
 # configured max_length of 8 (so position rows 6, 7 exist but are unused, and alpha uses 8).
 # The sizes keep all model_*.safetensors files together well under 300 KB.
 LAYERS, HIDDEN, HEADS, FFN = 2, 12, 2, 16
-HEAD_DIM = HIDDEN // HEADS
 VOCAB, MAX_LENGTH, BATCH, TOKENS = 20, 8, 3, 6
 IMAGE_SIZE, PATCH_SIZE, CHANNELS, CLASSES = 8, 4, 2, 5
 NUM_PATCHES = (IMAGE_SIZE // PATCH_SIZE) ** 2
@@ -84,231 +84,29 @@ IGNORE = -100
 
 
 # --------------------------------------------------------------------------------------------
-# Attention (the reference repo's computation, dropout 0)
+# The models: tools/torch_model.py (Attention, Block, Bert, Opt, Vit and their qtlab names), built
+# from a ModelSpec of the fixture's model.* values. The losses:
+#   BERT: mean CE over the labelled (masked) positions, -100 elsewhere
+#   OPT:  HF's next-token loss, mean CE(logits[:, :-1], ids[:, 1:]) (the pre-shifted labels unused)
+#   ViT:  mean CE(logits, labels)
 
 
-def logit(p, eps=1e-16):
-    p = min(max(p, eps), 1 - eps)
-    return -math.log(1 / p - 1)
-
-
-class ReferenceAttention(nn.Module):
-    """options: softmax, gamma, zeta, alpha, gate ('none' | 'linear'), gate_pi_init, causal, opt_style."""
-
-    def __init__(self, options):
-        super().__init__()
-        self.o = options
-        self.query = nn.Linear(HIDDEN, HIDDEN)
-        self.key = nn.Linear(HIDDEN, HIDDEN)
-        self.value = nn.Linear(HIDDEN, HIDDEN)
-        self.output = nn.Linear(HIDDEN, HIDDEN)
-        if options["gate"] == "linear":  # repo: conditional_per_token, H x nn.Linear(d_h, 1)
-            self.alpha = nn.ModuleList([nn.Linear(HEAD_DIM, 1) for _ in range(HEADS)])
-            for fc in self.alpha:
-                nn.init.constant_(fc.bias, logit(options["gate_pi_init"]))
-        else:
-            assert options["gate"] == "none"
-        self.last_probabilities = None  # P of the last forward (to check that clipping happens)
-
-    def split_heads(self, x):  # [B, T, d] -> [B, H, T, d_h]
-        B, T, _ = x.shape
-        return x.view(B, T, HEADS, HEAD_DIM).permute(0, 2, 1, 3)
-
-    def forward(self, x):
-        B, T, _ = x.shape
-        o = self.o
-        q, k, v = self.split_heads(self.query(x)), self.split_heads(self.key(x)), self.split_heads(self.value(x))
-        if o["opt_style"]:  # OPT scales Q before the product
-            scores = torch.matmul(q * HEAD_DIM**-0.5, k.transpose(-1, -2))
-        else:
-            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(HEAD_DIM)
-        if o["causal"]:
-            above = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-            scores = scores.masked_fill(above, torch.finfo(scores.dtype).min)
-        p = F.softmax(scores, dim=-1)
-        if o["alpha"] > 0:  # the alpha override ignores `softmax` (spec §1.3)
-            gamma, zeta = -o["alpha"] / o["max_length"], 1.0
-            p = torch.clip((zeta - gamma) * p + gamma, 0, 1)
-        elif o["softmax"] == "clipped":
-            p = torch.clip((o["zeta"] - o["gamma"]) * p + o["gamma"], 0, 1)
-        self.last_probabilities = p.detach()
-        context = torch.matmul(p, v)  # [B, H, T, d_h]
-        if o["gate"] == "linear":
-            heads = self.split_heads(x)
-            gate_logits = torch.stack([self.alpha[h](heads[:, h]) for h in range(HEADS)], dim=1)  # [B, H, T, 1]
-            context = context * torch.sigmoid(gate_logits)
-        context = context.permute(0, 2, 1, 3).contiguous().view(B, T, HIDDEN)
-        return self.output(context)
-
-
-class Block(nn.Module):
-    """Post-LN (BERT) or pre-LN (OPT, ViT) transformer block; attribute names are qtlab's."""
-
-    def __init__(self, options, eps, activation, pre_layer_norm):
-        super().__init__()
-        self.attention = ReferenceAttention(options)
-        self.attention_layer_norm = nn.LayerNorm(HIDDEN, eps=eps)
-        self.ffn_in = nn.Linear(HIDDEN, FFN)
-        self.ffn_out = nn.Linear(FFN, HIDDEN)
-        self.output_layer_norm = nn.LayerNorm(HIDDEN, eps=eps)
-        self.activation = activation
-        self.pre_layer_norm = pre_layer_norm
-
-    def forward(self, h):
-        ffn = lambda z: self.ffn_out(self.activation(self.ffn_in(z)))
-        if not self.pre_layer_norm:  # BERT
-            h1 = self.attention_layer_norm(self.attention(h) + h)
-            return self.output_layer_norm(ffn(h1) + h1)
-        h1 = h + self.attention(self.attention_layer_norm(h))  # the gate reads LN_attn(h) too
-        return h1 + ffn(self.output_layer_norm(h1))
-
-
-# --------------------------------------------------------------------------------------------
-# The three models
-
-
-class Bert(nn.Module):
-    def __init__(self, options, eps):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(VOCAB, HIDDEN)
-        self.position_embeddings = nn.Embedding(MAX_LENGTH, HIDDEN)
-        self.embedding_layer_norm = nn.LayerNorm(HIDDEN, eps=eps)
-        self.layers = nn.ModuleList([Block(options, eps, F.gelu, False) for _ in range(LAYERS)])
-        self.head_transform = nn.Linear(HIDDEN, HIDDEN)
-        self.head_layer_norm = nn.LayerNorm(HIDDEN, eps=eps)
-        self.head_bias = nn.Parameter(torch.zeros(VOCAB))
-
-    def logits(self, ids):
-        T = ids.shape[1]
-        h = self.embedding_layer_norm(self.word_embeddings(ids) + self.position_embeddings(torch.arange(T)))
-        for layer in self.layers:
-            h = layer(h)
-        t = self.head_layer_norm(F.gelu(self.head_transform(h)))
-        return torch.matmul(t, self.word_embeddings.weight.t()) + self.head_bias
-
-    def loss(self, ids, labels):
-        logits = self.logits(ids)
+def loss(model, family, inputs, labels):
+    logits = model.logits(inputs)
+    if family == "bert":
         return F.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=IGNORE), logits
-
-    def qtlab_names(self):
-        out = [
-            ("embeddings.word_embeddings.weight", self.word_embeddings.weight),
-            ("embeddings.position_embeddings.weight", self.position_embeddings.weight),
-            ("embeddings.layer_norm.weight", self.embedding_layer_norm.weight),
-            ("embeddings.layer_norm.bias", self.embedding_layer_norm.bias),
-        ]
-        for l, layer in enumerate(self.layers):
-            out += block_names(layer, "encoder.layer.%d." % l)
-        out += [
-            ("head.transform.weight", self.head_transform.weight),
-            ("head.transform.bias", self.head_transform.bias),
-            ("head.layer_norm.weight", self.head_layer_norm.weight),
-            ("head.layer_norm.bias", self.head_layer_norm.bias),
-            ("head.bias", self.head_bias),
-        ]
-        return out
-
-
-class Opt(nn.Module):
-    POSITION_OFFSET = 2
-
-    def __init__(self, options, eps):
-        super().__init__()
-        self.token_embeddings = nn.Embedding(VOCAB, HIDDEN)
-        self.position_embeddings = nn.Embedding(MAX_LENGTH + self.POSITION_OFFSET, HIDDEN)
-        self.layers = nn.ModuleList([Block(options, eps, F.relu, True) for _ in range(LAYERS)])
-        self.final_layer_norm = nn.LayerNorm(HIDDEN, eps=eps)
-
-    def logits(self, ids):
-        T = ids.shape[1]
-        h = self.token_embeddings(ids) + self.position_embeddings(torch.arange(T) + self.POSITION_OFFSET)
-        for layer in self.layers:
-            h = layer(h)
-        return torch.matmul(self.final_layer_norm(h), self.token_embeddings.weight.t())
-
-    def loss(self, ids, labels):  # HF's next-token loss; `labels` (pre-shifted) is not used
-        logits = self.logits(ids)
-        return F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), ids[:, 1:].reshape(-1)), logits
-
-    def qtlab_names(self):
-        out = [
-            ("decoder.embed_tokens.weight", self.token_embeddings.weight),
-            ("decoder.embed_positions.weight", self.position_embeddings.weight),
-        ]
-        for l, layer in enumerate(self.layers):
-            out += block_names(layer, "decoder.layers.%d." % l)
-        out += [
-            ("decoder.final_layer_norm.weight", self.final_layer_norm.weight),
-            ("decoder.final_layer_norm.bias", self.final_layer_norm.bias),
-        ]
-        return out
-
-
-class Vit(nn.Module):
-    def __init__(self, options, eps, patch_layer_norm):
-        super().__init__()
-        self.patch_embedding = nn.Linear(PATCH_DIM, HIDDEN)
-        self.patch_layer_norm = nn.LayerNorm(HIDDEN, eps=eps) if patch_layer_norm else None
-        self.cls_token = nn.Parameter(torch.randn(1, 1, HIDDEN))
-        self.position_embeddings = nn.Parameter(torch.randn(1, NUM_PATCHES + 1, HIDDEN))
-        self.layers = nn.ModuleList([Block(options, eps, F.gelu, True) for _ in range(LAYERS)])
-        self.final_layer_norm = nn.LayerNorm(HIDDEN, eps=eps)
-        self.head = nn.Linear(HIDDEN, CLASSES)
-
-    def logits(self, patches):
-        x = self.patch_embedding(patches)
-        if self.patch_layer_norm is not None:
-            x = self.patch_layer_norm(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], 1, HIDDEN), x], dim=1) + self.position_embeddings
-        for layer in self.layers:
-            x = layer(x)
-        return self.head(self.final_layer_norm(x)[:, 0])
-
-    def loss(self, patches, labels):
-        logits = self.logits(patches)
-        return F.cross_entropy(logits, labels), logits
-
-    def qtlab_names(self):
-        out = [("patch_embedding.weight", self.patch_embedding.weight), ("patch_embedding.bias", self.patch_embedding.bias)]
-        if self.patch_layer_norm is not None:
-            out += [("patch_layer_norm.weight", self.patch_layer_norm.weight), ("patch_layer_norm.bias", self.patch_layer_norm.bias)]
-        out += [("cls_token", self.cls_token), ("position_embeddings", self.position_embeddings)]
-        for l, layer in enumerate(self.layers):
-            out += block_names(layer, "layers.%d." % l)
-        out += [
-            ("layer_norm.weight", self.final_layer_norm.weight),
-            ("layer_norm.bias", self.final_layer_norm.bias),
-            ("head.weight", self.head.weight),
-            ("head.bias", self.head.bias),
-        ]
-        return out
-
-
-def block_names(block, prefix):
-    """(qtlab name, parameter or stacked gate tensor) for one block. The per-head gate Linears are
-    stacked over heads: gate.weight[i, :] = alpha.{i}.weight[0, :], gate.bias[i] = alpha.{i}.bias[0]
-    (nn/attention_gate.h)."""
-    a = block.attention
-    out = []
-    for name in ("query", "key", "value", "output"):
-        out += [(prefix + "attention.%s.weight" % name, getattr(a, name).weight)]
-        out += [(prefix + "attention.%s.bias" % name, getattr(a, name).bias)]
-    if a.o["gate"] == "linear":
-        out += [(prefix + "attention.gate.weight", [fc.weight for fc in a.alpha])]
-        out += [(prefix + "attention.gate.bias", [fc.bias for fc in a.alpha])]
-    for name in ("attention_layer_norm", "ffn_in", "ffn_out", "output_layer_norm"):
-        out += [(prefix + name + ".weight", getattr(block, name).weight)]
-        out += [(prefix + name + ".bias", getattr(block, name).bias)]
-    return out
+    if family == "opt":
+        return F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), inputs[:, 1:].reshape(-1)), logits
+    return F.cross_entropy(logits, labels), logits
 
 
 def values_and_grads(named):
     """[(name, value)], [(name, grad)] in float32-representable form; stacked gates flattened per head."""
     values, grads = [], []
     for name, p in named:
-        if isinstance(p, list):  # stacked per-head gate: each [1, d_h] or [1] -> row i
-            values.append((name, torch.stack([t.detach()[0] for t in p])))
-            grads.append((name, torch.stack([t.grad[0] for t in p])))
+        if isinstance(p, PerHead):  # stacked per-head gate: each [1, d_h] or [1] -> row i
+            values.append((name, p.stack()))
+            grads.append((name, p.stack(lambda t: t.grad)))
         else:
             values.append((name, p.detach().clone()))
             grads.append((name, p.grad.clone()))
@@ -329,26 +127,18 @@ def perturb(model, generator, query_scale):
                 module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
             elif isinstance(module, nn.Embedding):
                 module.weight.mul_(0.5)
-            elif isinstance(module, ReferenceAttention):
+            elif isinstance(module, Attention):
                 module.query.weight.mul_(query_scale)
         for name, p in model.named_parameters():
             if name in ("head_bias", "cls_token", "position_embeddings"):
                 p.copy_(0.5 * torch.randn(p.shape, generator=generator))
 
 
-def clipped_fraction(model, options):
+def clipped_fraction(model, spec):
     """Fraction of attention probabilities the clip set to exactly 0, over every layer's last P
     (causally masked entries excluded: they are 0 with or without the clip)."""
-    clipped, total = 0, 0
-    for layer in model.layers:
-        p = layer.attention.last_probabilities
-        visible = torch.ones_like(p, dtype=torch.bool)
-        if options["causal"]:
-            T = p.shape[-1]
-            visible = visible & ~torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-        clipped += int(((p == 0) & visible).sum())
-        total += int(visible.sum())
-    return clipped / total
+    zeros, _, total = clip_counts(model, spec)
+    return zeros / total
 
 
 def model_fixture(seed, family, softmax="vanilla", gamma=0.0, alpha=0.0, gate="none", gate_pi_init=0.5,
@@ -356,17 +146,13 @@ def model_fixture(seed, family, softmax="vanilla", gamma=0.0, alpha=0.0, gate="n
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + 1)
     eps = {"bert": 1e-12, "opt": 1e-5, "vit": 1e-6}[family]
-    options = {
-        "softmax": softmax, "gamma": gamma, "zeta": 1.0, "alpha": alpha, "max_length": MAX_LENGTH,
-        "gate": gate, "gate_pi_init": gate_pi_init, "causal": family == "opt", "opt_style": family == "opt",
-    }
-    if family == "bert":
-        model = Bert(options, eps)
-    elif family == "opt":
-        model = Opt(options, eps)
-    else:
-        options["max_length"] = NUM_PATCHES + 1
-        model = Vit(options, eps, patch_layer_norm)
+    spec = ModelSpec({
+        "family": family, "layers": LAYERS, "hidden": HIDDEN, "heads": HEADS, "ffn": FFN, "vocab_size": VOCAB,
+        "max_length": MAX_LENGTH, "layer_norm_eps": eps, "softmax": softmax, "gamma": gamma, "alpha": alpha,
+        "gate": gate, "gate_pi_init": gate_pi_init, "image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE,
+        "channels": CHANNELS, "num_classes": CLASSES, "patch_layer_norm": patch_layer_norm,
+    })
+    model = build_model(spec)
     perturb(model, generator, query_scale)
 
     tensors = []
@@ -387,13 +173,11 @@ def model_fixture(seed, family, softmax="vanilla", gamma=0.0, alpha=0.0, gate="n
     tensors.append(("labels", labels))
 
     model = model.double()
-    loss, logits = model.loss(inputs.double() if family == "vit" else inputs, labels)
-    loss.backward()
-    named = model.qtlab_names()
-    covered = [id(t) for _, p in named for t in (p if isinstance(p, list) else [p])]
-    assert sorted(covered) == sorted(id(p) for p in model.parameters()), "a parameter has no qtlab name"
-    values, grads = values_and_grads(named)
-    tensors += [("loss", loss.detach().reshape(1)), ("logits", logits.detach())]
+    value, logits = loss(model, family, inputs.double() if family == "vit" else inputs, labels)
+    value.backward()
+    check_names_cover(model)
+    values, grads = values_and_grads(model.qtlab_names())
+    tensors += [("loss", value.detach().reshape(1)), ("logits", logits.detach())]
     tensors += [("param." + name, v) for name, v in values]
     tensors += [("grad.param." + name, g) for name, g in grads]
 
@@ -421,7 +205,7 @@ def model_fixture(seed, family, softmax="vanilla", gamma=0.0, alpha=0.0, gate="n
         })
     else:
         metadata.update({"model.vocab_size": VOCAB, "model.max_length": MAX_LENGTH})
-    fraction = clipped_fraction(model, options)
+    fraction = clipped_fraction(model, spec)
     metadata["clipped_fraction"] = "%.4f" % fraction
     if softmax == "clipped" or alpha > 0:
         assert fraction > 0.05, (family, fraction)  # the clip must actually act

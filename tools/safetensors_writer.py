@@ -1,9 +1,11 @@
-"""The safetensors writer shared by the fixture scripts (tools/make_*fixtures.py).
+"""The safetensors writer shared by the fixture scripts (tools/make_*fixtures.py), and the matching
+reader (tools/torch_model.py loads qtlab model files with it).
 
 Written by hand (the format is an 8-byte header length, a JSON header, then the raw tensors) so the
 scripts need nothing beyond Debian's python3-torch; qtlab's reader (tensor/safetensors.h) checks
 every field it writes."""
 import json
+import os
 import struct
 
 import torch
@@ -37,3 +39,49 @@ def write_safetensors(path, tensors, metadata, keep_float64=False):
         f.write(header_bytes)
         for _, _, _, data in entries:
             f.write(data)
+
+
+DTYPES = {"F64": ("<f8", 8), "F32": ("<f4", 4), "I64": ("<i8", 8), "I32": ("<i4", 4), "I8": ("i1", 1), "U8": ("u1", 1)}
+
+
+def read_safetensors(path, error=ValueError):
+    """(dict name -> tensor, metadata dict) of a safetensors file, validated as qtlab's reader does
+    (header length and JSON, dtype names, shapes against offsets, offsets inside the data section);
+    anything wrong raises `error` with a message naming the file and the problem."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise error("%s does not exist" % path)
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        raise error("%s is not a safetensors file (%d bytes, shorter than the 8-byte header length)" % (path, len(data)))
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise error("%s is not a safetensors file (header length %d exceeds the file's %d bytes)" % (path, n, len(data)))
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise error("%s is not a safetensors file (its header is not JSON: %s)" % (path, e))
+    if not isinstance(header, dict):
+        raise error("%s is not a safetensors file (its header is not a JSON object)" % path)
+    metadata = header.pop("__metadata__", {}) or {}
+    body = memoryview(data)[8 + n:]
+    tensors = {}
+    for name, entry in header.items():
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise error("%s: tensor %s has no dtype / shape / data_offsets" % (path, name))
+        if dtype not in DTYPES:
+            raise error("%s: tensor %s has dtype %s (supported: %s)" % (path, name, dtype, ", ".join(DTYPES)))
+        numpy_type, size = DTYPES[dtype]
+        count = 1
+        for s in shape:
+            count *= s
+        if not 0 <= begin <= end <= len(body) or end - begin != count * size:
+            raise error("%s: tensor %s %s %s has data_offsets [%d, %d] that do not fit its shape or the file"
+                        % (path, name, dtype, shape, begin, end))
+        array = np.frombuffer(body[begin:end], dtype=numpy_type).reshape(shape).copy()
+        tensors[name] = torch.from_numpy(array)
+    return tensors, metadata
