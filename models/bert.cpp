@@ -49,7 +49,7 @@ Bert::Bert(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
   head_bias = register_parameter_at("head.bias", ops::zeros({c.vocab_size}));
 
   // HF BERT init: N(0, init_std) for embeddings and dense layers, zero biases; the attention's
-  // Q/K/V keep PyTorch's default uniform init, as the paper's repo (spec §3.1, §8.4).
+  // Q/K/V keep PyTorch's default uniform init, as the paper's repo (method.md §3.1, §8.4).
   init_normal(word_embeddings->weight, c.init_std, rng);
   init_normal(position_embeddings->weight, c.init_std, rng);
   for (const auto& block : layers) {
@@ -67,7 +67,7 @@ Tensor Bert::encode(const Tensor& input_ids, const Tensor& attention_mask) const
   const int64_t T = input_ids.size(1);
   const Tensor positions = ops::arange(0, T, 1, DType::i64);
   // Activation taps (nn/activation_tap.h): the table lookups ("<table>:output") and their sum
-  // (":embedding_sum"), the points paper-spec §4.3 quantizes (quant/quantization_setup.h).
+  // (":embedding_sum"), the points method.md §4.3 quantizes (quant/quantization_setup.h).
   const Tensor words = nn::tap(*word_embeddings, "output", word_embeddings->forward(input_ids));
   const Tensor places =
       nn::tap(*position_embeddings, "output", position_embeddings->forward(positions));

@@ -1,4 +1,4 @@
-// BERT for masked-language modelling (paper-spec §3.1): post-LN encoder, MLM head tied to the word
+// BERT for masked-language modelling (method.md §3.1): post-LN encoder, MLM head tied to the word
 // embeddings.
 //
 //   h0 = Dropout(LN_emb(E_word[ids] + E_pos[0..T-1]))

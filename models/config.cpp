@@ -163,7 +163,7 @@ const std::vector<Field>& fields() {
                  FIELD_ACCESS(double, train.min_lr_ratio), 0.0, 1.0),
       real_field("train.weight_decay", "AdamW decoupled weight decay",
                  FIELD_ACCESS(double, train.weight_decay), 0.0, 10.0),
-      bool_field("train.weight_decay_layer_norm", "also decay LayerNorm gamma (paper-spec §6.2)",
+      bool_field("train.weight_decay_layer_norm", "also decay LayerNorm gamma (method.md §6.2)",
                  FIELD_ACCESS(bool, train.weight_decay_layer_norm)),
       real_field("train.beta1", "AdamW beta1", FIELD_ACCESS(double, train.beta1), 0.0, 0.999999),
       real_field("train.beta2", "AdamW beta2", FIELD_ACCESS(double, train.beta2), 0.0, 0.999999),
@@ -265,7 +265,7 @@ RunConfig preset(const std::string& name) {
     return c;
   }
   if (name == "opt-mini") {
-    // OPT conventions (paper-spec §3.2, §6.2): ReLU, pre-LN, attention dropout 0, LN eps 1e-5,
+    // OPT conventions (method.md §3.2, §6.2): ReLU, pre-LN, attention dropout 0, LN eps 1e-5,
     // init std 0.006, AdamW betas (0.9, 0.95), weight decay 0.1.
     c.model.family = "opt";
     c.model.layer_norm_eps = 1e-5;

@@ -29,7 +29,7 @@ struct ModelConfig {
   double hidden_dropout = 0.1;
   double attention_dropout = 0.1;
   double init_std = 0.02;  // N(0, init_std^2) for embeddings, FFN and output projections
-  // Attention (paper-spec §1, §2)
+  // Attention (method.md §1, §2)
   std::string softmax = "vanilla";  // vanilla | clipped
   double gamma = 0.0;               // clipped softmax: gamma <= 0
   double zeta = 1.0;                // clipped softmax: zeta >= 1
@@ -55,7 +55,7 @@ struct TrainingConfig {
   double warmup_fraction = 0.05;    // of steps
   double min_lr_ratio = 0.0;        // cosine floor (and linear end), as a fraction of lr
   double weight_decay = 0.01;
-  bool weight_decay_layer_norm = false;  // also decay LayerNorm gamma (paper-spec §6.2)
+  bool weight_decay_layer_norm = false;  // also decay LayerNorm gamma (method.md §6.2)
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;

@@ -1,6 +1,6 @@
 // The models qtlab trains — BERT (masked LM), OPT (causal LM), ViT (image classification) — behind
 // one small interface the trainer, evaluator and quantizer use. Layouts and inits follow
-// paper-spec §3; every attention option of nn/attention.h is selectable through ModelConfig.
+// method.md §3; every attention option of nn/attention.h is selectable through ModelConfig.
 #pragma once
 
 #include <cstdint>

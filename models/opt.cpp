@@ -29,7 +29,7 @@ Opt::Opt(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
       "decoder.final_layer_norm", std::make_shared<nn::LayerNorm>(c.hidden, c.layer_norm_eps));
 
   // HF OPT init: N(0, init_std) for embeddings and FFN, zero biases; q/k/v/out_proj keep PyTorch's
-  // default uniform init, as the paper's repo replaces the attention module (spec §3.2, §8.4).
+  // default uniform init, as the paper's repo replaces the attention module (method.md §3.2, §8.4).
   init_normal(token_embeddings->weight, c.init_std, rng);
   init_normal(position_embeddings->weight, c.init_std, rng);
   for (const auto& block : layers) {
@@ -45,7 +45,7 @@ Tensor Opt::decode(const Tensor& input_ids) const {
   const int64_t T = input_ids.size(1);
   const Tensor positions = ops::arange(kPositionOffset, T + kPositionOffset, 1, DType::i64);
   // Activation taps (nn/activation_tap.h): the table lookups ("<table>:output") and their sum
-  // (":embedding_sum"), the points paper-spec §4.3 quantizes (quant/quantization_setup.h).
+  // (":embedding_sum"), the points method.md §4.3 quantizes (quant/quantization_setup.h).
   const Tensor tokens = nn::tap(*token_embeddings, "output", token_embeddings->forward(input_ids));
   const Tensor places =
       nn::tap(*position_embeddings, "output", position_embeddings->forward(positions));

@@ -1,4 +1,4 @@
-// OPT, a pre-LN decoder for causal language modelling (paper-spec §3.2):
+// OPT, a pre-LN decoder for causal language modelling (method.md §3.2):
 //
 //   h0 = E_tok[ids] + E_pos[pos + 2]              (learned positions with OPT's offset of 2)
 //   h_l = TransformerBlock_l(h_{l-1})            (pre-LN, causal attention, ReLU FFN)

@@ -1,4 +1,4 @@
-// Vision Transformer for classification (paper-spec §3.3), sized for 28x28 images:
+// Vision Transformer for classification (method.md §3.3), sized for 28x28 images:
 //
 //   x = patches W_p^T + b_p                        ([B, N, p*p*C] -> [B, N, d]; = a stride-p conv)
 //   x = LN_patch(x)                                (optional: the paper's "patch LN", Table 7)

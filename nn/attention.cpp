@@ -66,7 +66,7 @@ Attention::Attention(const AttentionOptions& options_, std::shared_ptr<DropoutSt
                                        options.gate_pi_init, options.gate_mlp_hidden, rng));
 }
 
-// The alpha override (spec §1.3): gamma = -alpha / max_length, zeta = 1, ignoring `softmax`.
+// The alpha override (method.md §1.3): gamma = -alpha / max_length, zeta = 1, ignoring `softmax`.
 double Attention::gamma() const {
   if (options.alpha > 0.0) return -options.alpha / static_cast<double>(options.max_length);
   return options.softmax == SoftmaxKind::clipped ? options.gamma : 0.0;

@@ -1,4 +1,4 @@
-// Multi-head self-attention with the paper's two fixes as options (paper-spec §1, §2, §8.1):
+// Multi-head self-attention with the paper's two fixes as options (method.md §1, §2, §8.1):
 //
 //   Q, K, V = x W_{q,k,v}^T + b                    (each d -> d, split into H heads of d_h = d/H)
 //   S       = Q_i K_i^T / sqrt(d_h) + mask          (causal and/or key padding; masked p = 0)
@@ -42,7 +42,8 @@ struct AttentionOptions {
   SoftmaxKind softmax = SoftmaxKind::vanilla;
   double gamma = 0.0;  // clipped softmax stretch, gamma <= 0
   double zeta = 1.0;   // zeta >= 1
-  // If alpha > 0: gamma = -alpha / max_length, zeta = 1, and the softmax is clipped (spec §1.3).
+  // If alpha > 0: gamma = -alpha / max_length, zeta = 1, and the softmax is clipped (method.md
+  // §1.3).
   double alpha = 0.0;
   int64_t max_length = 128;  // the configured T used by alpha
   GateKind gate = GateKind::none;
@@ -74,7 +75,7 @@ class Attention : public Module {
   //   gate.*                                   BERT / OPT: the attention module's `alpha`
   //                                            (layout and mapping in attention_gate.h)
   // All four projections get PyTorch's default nn.Linear init U(+-1/sqrt(d)) for weight and bias,
-  // as the repo's replacement attention module does (spec §3.1, §8.4); models re-initialise
+  // as the repo's replacement attention module does (method.md §3.1, §8.4); models re-initialise
   // `output` where their spec says so (HF BERT keeps N(0, 0.02) on attention.output.dense).
   // The head split is PyTorch's: head h uses rows [h*d_h, (h+1)*d_h) of the query/key/value
   // weights and reads / writes columns [h*d_h, (h+1)*d_h) of the [B, T, d] activations.

@@ -1,5 +1,5 @@
 // The core of multi-head attention, between the Q/K/V projections and the output projection
-// (paper-spec §8.1 order of operations), for every head h of every batch entry b:
+// (method.md §8.1 order of operations), for every head h of every batch entry b:
 //
 //   S   = Q_h K_h^T / sqrt(d_h)                      [T, T]
 //   S   = lowest float where the key is masked        (causal: key j > query i; padding: key j

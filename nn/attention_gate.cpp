@@ -1,4 +1,4 @@
-// The attention gates of paper-spec §2.2 (layout and PyTorch mapping in attention_gate.h).
+// The attention gates of method.md §2.2 (layout and PyTorch mapping in attention_gate.h).
 //
 // Every variant is composed from differentiable ops, so gradients reach both x and the gate
 // parameters through the autograd graph. Per-head networks are evaluated for all heads at once on

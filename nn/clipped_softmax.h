@@ -1,4 +1,4 @@
-// Clipped softmax (paper Eq. 4; paper-spec §1): a softmax that can output exact zeros (and ones).
+// Clipped softmax (paper Eq. 4; method.md §1): a softmax that can output exact zeros (and ones).
 //
 //   p = softmax(x)                    along `axis`
 //   s = (zeta - gamma) * p + gamma     stretch (0, 1) to (gamma, zeta)
@@ -8,7 +8,7 @@
 // probability below -gamma / (zeta - gamma) becomes exactly 0, so a head can attend to nothing
 // without pushing its logits to infinity. Rows are not renormalised (they may sum to less than 1).
 //
-// Backward (spec §1.2). With m_i = 1 where 0 <= s_i <= 1 (boundaries pass, as PyTorch's clamp)
+// Backward (method.md §1.2). With m_i = 1 where 0 <= s_i <= 1 (boundaries pass, as PyTorch's clamp)
 // and 0 where the clip is strictly active, and g = dL/dy:
 //   g^_i    = (zeta - gamma) * m_i * g_i
 //   dL/dx_j = p_j * (g^_j - sum_i g^_i p_i)          (the softmax backward applied to g^)

@@ -1,8 +1,8 @@
-// Outlier analysis of a trained model (paper §3 and §5; paper-spec §5): activation taps
+// Outlier analysis of a trained model (paper §3 and §5; method.md §5): activation taps
 // (nn/activation_tap.h) that watch ordinary validation forward passes and collect
 //
 //   outlier metrics    per tensor name, the per-row infinity norm and kurtosis averaged over all
-//                      rows seen (quant/outlier_metrics.h), for the spec §5 tensor sets:
+//                      rows seen (quant/outlier_metrics.h), for the method.md §5 tensor sets:
 //                        BERT  per layer: FFN output ("output.dense"), the residual sum FFN + h1
 //                              (the input of "output.LayerNorm") and the block output (that LN);
 //                        OPT   per layer: layer output, fc2, final_layer_norm, out_proj,
@@ -24,7 +24,7 @@
 //   plot data          a histogram of one activation (default: the last layer's FFN output) and the
 //                      attention probabilities of one layer and head for the first sequence.
 //
-// Headline definitions (spec §5 step 5):
+// Headline definitions (method.md §5 step 5):
 //   BERT  max inf norm = max over layers of the FFN-output average [inferred: the spec leaves open
 //         which of the three norms the tables use; all three are in `extra`];
 //         avg kurtosis = mean over the 2L names {FFN output, block output}.
@@ -143,7 +143,8 @@ struct Headline {
   std::string max_inf_norm_definition;
   double avg_kurtosis = 0;
   std::string avg_kurtosis_definition;
-  std::map<std::string, double> extra;  // the other norms of spec §5 (see the top of this file)
+  std::map<std::string, double>
+      extra;  // the other norms of method.md §5 (see the top of this file)
 };
 
 struct AnalysisResult {

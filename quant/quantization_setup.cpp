@@ -10,7 +10,7 @@
 namespace qt::quant {
 namespace {
 
-// Which attention point carries the context quantizer (spec §4.3).
+// Which attention point carries the context quantizer (method.md §4.3).
 enum class ContextPoint { after_gate, before_gate };
 
 std::string point(const nn::Module& module, const char* what) {
@@ -96,7 +96,7 @@ QuantizationOptions paper_quantization_options(const std::string& family, int bi
   o.activation_bits = bits;
   if (family == "opt") {
     o.weight_range = RangeMethod::mse_grid;  // the repo forces MSE for OPT weights
-    o.activation_percentile = 99.999;        // best "in almost all cases" (spec §4.4)
+    o.activation_percentile = 99.999;        // best "in almost all cases" (method.md §4.4)
   }
   o.head_quantized = family == "vit";  // BERT / OPT: FP head ("fp32_head"); ViT: all quantized
   return o;

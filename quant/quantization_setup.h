@@ -1,4 +1,4 @@
-// What a W`b`A`b` post-training quantization of a qtlab model quantizes (paper-spec §4.3, §4.4):
+// What a W`b`A`b` post-training quantization of a qtlab model quantizes (method.md §4.3, §4.4):
 // the activation points (nn/activation_tap.h names) that get an asymmetric per-tensor fake
 // quantizer with a running min-max range, and the weights that get a symmetric per-tensor one.
 // Everything not listed stays in floating point.
@@ -37,7 +37,7 @@
 //         final_layer_norm_bits, the repo's "+int16_final_LN"); tables and gammas. lm_head:
 //         FP by default ("fp32_head", as the paper); head_quantized = the repo's "all" setup:
 //         the tied weight and the logits (":logits") are quantized.
-//   ViT   (no code in the repo; placement inferred by analogy — see paper-spec §4.3):
+//   ViT   (no code in the repo; placement inferred by analogy — see method.md §4.3):
 //         patch_embedding:output (the stride-p convolution), patch_layer_norm:output if present,
 //         :embedding_sum ([CLS; patches] + positions), layer_norm:output (final LN),
 //         head:output (the classifier: quantized by default, the paper's "all weights and
@@ -82,9 +82,9 @@ struct QuantizationOptions {
   int final_layer_norm_bits = 0;  // 0: layer_norm_bits
 };
 
-// The paper's settings (spec §4.4) for "bert", "opt", "vit" at `bits` (weights and activations):
-// BERT / ViT: min-max weights, running min-max activations; OPT: MSE-grid weights, running
-// 99.999th-percentile activations, FP head. ViT: quantized classifier head.
+// The paper's settings (method.md §4.4) for "bert", "opt", "vit" at `bits` (weights and
+// activations): BERT / ViT: min-max weights, running min-max activations; OPT: MSE-grid weights,
+// running 99.999th-percentile activations, FP head. ViT: quantized classifier head.
 QuantizationOptions paper_quantization_options(const std::string& family, int bits = 8);
 
 struct ActivationPoint {

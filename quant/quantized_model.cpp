@@ -88,7 +88,7 @@ Tensor QuantizedModel::at(const std::string& point, const Tensor& x) {
   if (activation != activations_.end()) {
     ActivationQuantizer& q = activation->second;
     if (!frozen_) {
-      // Calibration: update the running range, then quantize with it (spec §4.4 step 3).
+      // Calibration: update the running range, then quantize with it (method.md §4.4 step 3).
       q.estimator.update(x);
       q.parameters = q.estimator.parameters(q.bits, /*symmetric=*/false);
     }

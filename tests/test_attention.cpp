@@ -2,7 +2,7 @@
 // softmax, gates, causal and key-padding masks, attention-probability dropout.
 // Truth:
 //  * a naive float64 reference of the whole module written out in loops (projections, scores,
-//    masks, softmax, clip, P V, gate, output projection) — spec §1, §2, §8.1;
+//    masks, softmax, clip, P V, gate, output projection) — method.md §1, §2, §8.1;
 //  * hand-computed attention probabilities read out through an identity V (clip values, exact
 //    zeros at masked keys, the dropout mask drawn with nn::dropout_keep at the documented flat
 //    index into [B, H, T, T], the 1/(1-p) rescale after the clip);
@@ -289,7 +289,8 @@ TEST_CASE("Attention: parse_softmax_kind / parse_gate_kind, errors name the unkn
   }
 }
 
-TEST_CASE("Attention: the alpha override sets gamma = -alpha / max_length, zeta = 1 (spec §1.3)") {
+TEST_CASE(
+    "Attention: the alpha override sets gamma = -alpha / max_length, zeta = 1 (method.md §1.3)") {
   nn::InitRng rng{1, 0};
   nn::AttentionOptions o;
   o.hidden = 8;
@@ -297,7 +298,7 @@ TEST_CASE("Attention: the alpha override sets gamma = -alpha / max_length, zeta 
   o.alpha = 12;
   o.max_length = 512;
   o.softmax = SoftmaxKind::clipped;
-  o.gamma = -0.3;  // ignored: alpha wins, silently (spec §8.3)
+  o.gamma = -0.3;  // ignored: alpha wins, silently (method.md §8.3)
   o.zeta = 1.2;
   nn::Attention a(o, make_state(), rng);
   CHECK(a.gamma() == -12.0 / 512);

@@ -1,9 +1,9 @@
-// Whole-model tests for models/ (BERT, OPT, ViT; paper-spec §3):
+// Whole-model tests for models/ (BERT, OPT, ViT; method.md §3):
 //   * golden fixtures from an independent plain-PyTorch re-statement of the three architectures
 //     (tools/make_model_fixtures.py): loss, logits and every parameter's gradient, with the weights
 //     copied in by qtlab parameter name (every name must match both ways);
 //   * the parameter count against the closed-form count of each family;
-//   * the initialisation statistics of spec §3 on mid-size models;
+//   * the initialisation statistics of method.md §3 on mid-size models;
 //   * OPT causality and BERT key padding, as bit-identical invariances;
 //   * bad inputs throwing qt::Error that names the problem;
 //   * loss and gradients bit-identical with 1 and 2 threads.
@@ -189,7 +189,7 @@ TEST_CASE("test_models: ViT with patch LayerNorm matches PyTorch") {
 // ---------------------------------------------------------------------------------------------
 // Parameter count
 
-// Parameters of one attention gate (paper-spec §2.2; paper Table 4 overheads).
+// Parameters of one attention gate (method.md §2.2; paper Table 4 overheads).
 int64_t gate_parameter_count(const ModelConfig& c) {
   const int64_t H = c.heads, d = c.hidden, dh = c.hidden / c.heads;
   if (c.gate == "none") return 0;
@@ -204,7 +204,7 @@ int64_t gate_parameter_count(const ModelConfig& c) {
   return 0;
 }
 
-// Closed-form parameter count of one model (paper-spec §3).
+// Closed-form parameter count of one model (method.md §3).
 int64_t closed_form_count(const ModelConfig& c) {
   const int64_t d = c.hidden, f = c.ffn, V = c.vocab_size, L = c.layers;
   // Q, K, V, O (d x d + d each), two LayerNorms (2d each), FFN d -> f -> d, the gate.
@@ -234,7 +234,7 @@ TEST_CASE("test_models: parameter count equals the closed form for every family 
       CHECK(model->parameter_count() == closed_form_count(c));
     }
   }
-  // BERT-base as a sanity check of the formula itself: about 109M parameters (spec §3.1), of
+  // BERT-base as a sanity check of the formula itself: about 109M parameters (method.md §3.1), of
   // which 1536 are the token-type embeddings qtlab does not model.
   ModelConfig base;
   base.family = "bert";
@@ -244,7 +244,7 @@ TEST_CASE("test_models: parameter count equals the closed form for every family 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Initialisation (paper-spec §3)
+// Initialisation (method.md §3)
 
 struct Moments {
   double mean = 0, std = 0, max_abs = 0;
@@ -322,7 +322,7 @@ void expect_block_init(const nn::TransformerBlock& block, const ModelConfig& c,
     const auto named = block.attention->gate->named_parameters();
     REQUIRE(named.size() == 2);
     expect_default_uniform(named[0].second, c.hidden / c.heads, prefix + "gate.weight");
-    // logit(pi) = ln(pi / (1 - pi)), computed here in double (spec §2.2).
+    // logit(pi) = ln(pi / (1 - pi)), computed here in double (method.md §2.2).
     expect_constant(named[1].second, std::log(c.gate_pi_init / (1 - c.gate_pi_init)),
                     prefix + "gate.bias");
   }
@@ -369,7 +369,7 @@ TEST_CASE("test_models: OPT initialisation: N(0, init_std) embeddings and FFN (s
     const auto& block = *opt.layers[l];
     const std::string prefix = "layer " + std::to_string(l) + " ";
     expect_block_init(block, c, prefix);
-    // The repo's replacement attention module owns out_proj too: default uniform (spec §3.2).
+    // The repo's replacement attention module owns out_proj too: default uniform (method.md §3.2).
     expect_default_uniform(block.attention->output->weight, c.hidden, prefix + "out_proj.weight");
   }
   expect_constant(opt.final_layer_norm->weight, 1.0, "final LN gamma");

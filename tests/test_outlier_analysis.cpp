@@ -1,9 +1,9 @@
 // The outlier analysis taps (quant/outlier_analysis.h) on tiny BERT, OPT and ViT models, against an
 // independent record of the same forward pass: a plain tap that copies every activation, and naive
-// double loops for the spec §5 metrics (per-row inf norm and kurtosis, averaged), the attention
-// mass on delimiter keys, the gate statistics and the histogram. A planted outlier (one FFN unit
-// that fires only on one token and writes a huge value into hidden dim k) must be found at dim k on
-// exactly that token. Plus the JSON round trip, thread independence and the error cases.
+// double loops for the method.md §5 metrics (per-row inf norm and kurtosis, averaged), the
+// attention mass on delimiter keys, the gate statistics and the histogram. A planted outlier (one
+// FFN unit that fires only on one token and writes a huge value into hidden dim k) must be found at
+// dim k on exactly that token. Plus the JSON round trip, thread independence and the error cases.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -84,7 +84,7 @@ void forward(const qt::models::Model& model, const qt::models::Batch& batch,
   (void)model.logits(batch);
 }
 
-// Naive per-row statistics of spec §5: rows of `n` values.
+// Naive per-row statistics of method.md §5: rows of `n` values.
 double row_inf(const double* v, int64_t n) {
   double m = 0;
   for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(v[i]));
@@ -167,7 +167,7 @@ TEST_CASE("test_outlier_analysis: BERT per-layer metrics, headline and histogram
       text_batch(qt::test::random_ids({3, 12}, 0, 63, 1)),
       text_batch(qt::test::random_ids({2, 12}, 0, 63, 2))};
   AnalysisOptions options = options_for(config);
-  options.kurtosis_batches = 1;  // kurtosis rows from the first batch only (spec §5 step 4)
+  options.kurtosis_batches = 1;  // kurtosis rows from the first batch only (method.md §5 step 4)
   const Observed o = observe(*model, batches, options);
   const AnalysisResult& r = o.result;
   CHECK(r.batches == 2);
@@ -231,7 +231,7 @@ TEST_CASE("test_outlier_analysis: OPT tensor set, per-token rows and the max lay
   const Observed o = observe(*model, batches, options_for(config));
   const AnalysisResult& r = o.result;
   const int64_t d = 16, sequence_row = 10 * 16;
-  // 1 + 5L names (spec §5) plus the per-layer FFN-residual alias of the layer output.
+  // 1 + 5L names (method.md §5) plus the per-layer FFN-residual alias of the layer output.
   std::vector<std::string> spec_names = {"decoder.final_layer_norm:output"};
   std::vector<double> layer_inf, all_inf, fc2_inf, kurtoses;
   for (int64_t l = 0; l < 2; ++l) {

@@ -1,10 +1,10 @@
 // Simulated W`b`A`b` post-training quantization of whole models (quant/quantization_setup.h,
 // quant/quantized_model.h, quant/calibrated_ranges.h):
-//   (a) exactly the points and weights of the paper-spec §4.3 tables are quantized (hand-written
+//   (a) exactly the points and weights of the method.md §4.3 tables are quantized (hand-written
 //       lists for 2-layer gated BERT and OPT, and ViT), the other points pass through untouched;
 //   (b) calibrated ranges equal the min / max an independent recording tap sees at each point in
 //       the same quantized forward (first batch), then follow the momentum rule (second batch),
-//       and the scale / zero point follow the asymmetric formulas of spec §4.1;
+//       and the scale / zero point follow the asymmetric formulas of method.md §4.1;
 //   (c) quantized weights lie on the symmetric grid with the min-max scale computed from the
 //       original weights, take at most 2^b values, and everything else (biases, LN betas, gates,
 //       FP head, tied tables) is bit-identical to the original model;
@@ -254,13 +254,13 @@ void check_points(const RunConfig& config, const qt::quant::QuantizationOptions&
 
 }  // namespace
 
-TEST_CASE("test_quantized_model: BERT quantizes exactly the points and weights of spec §4.3") {
+TEST_CASE("test_quantized_model: BERT quantizes exactly the points and weights of method.md §4.3") {
   OneThread one_thread;
   const RunConfig config = tiny_config("bert", "linear");
   check_points(config, qt::quant::paper_quantization_options("bert"), expected_bert());
 }
 
-TEST_CASE("test_quantized_model: OPT quantizes exactly the points and weights of spec §4.3") {
+TEST_CASE("test_quantized_model: OPT quantizes exactly the points and weights of method.md §4.3") {
   OneThread one_thread;
   const RunConfig config = tiny_config("opt", "linear");
   check_points(config, qt::quant::paper_quantization_options("opt"), expected_opt());
@@ -349,7 +349,7 @@ TEST_CASE("test_quantized_model: weights on the symmetric grid, everything else 
     const RunConfig config = tiny_config(family, "linear");
     const auto model = qt::models::build_model(config.model, 7);
     // Like a trained model: nonzero biases and betas, gammas away from 1 (all stay positive, so
-    // their symmetric grid is the unsigned one, spec §4.1).
+    // their symmetric grid is the unsigned one, method.md §4.1).
     unsigned seed = 100;
     for (const auto& [name, tensor] : model->named_parameters())
       qt::ops::copy_into(

@@ -6,7 +6,7 @@ Run with the system Python that has torch 1.13 (never at test time; the files ar
     /usr/bin/python3 tools/make_model_fixtures.py [output_dir]        (default: tests/data)
 
 The three architectures are re-stated here directly in torch (no HF transformers, no timm), from
-paper-spec §3 and the reference repo's attention (spec §1, §2, §8):
+method.md §3 and the reference repo's attention (method.md §1, §2, §8):
 
   BERT (post-LN masked LM, HF BertForMaskedLM without token types and pooler):
       h0 = LN_emb(E_word[ids] + E_pos[0..T-1])
@@ -126,7 +126,7 @@ class ReferenceAttention(nn.Module):
             above = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
             scores = scores.masked_fill(above, torch.finfo(scores.dtype).min)
         p = F.softmax(scores, dim=-1)
-        if o["alpha"] > 0:  # the alpha override ignores `softmax` (spec §1.3)
+        if o["alpha"] > 0:  # the alpha override ignores `softmax` (method.md §1.3)
             gamma, zeta = -o["alpha"] / o["max_length"], 1.0
             p = torch.clip((zeta - gamma) * p + gamma, 0, 1)
         elif o["softmax"] == "clipped":

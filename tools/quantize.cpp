@@ -1,5 +1,5 @@
 // `qtlab quantize --checkpoint RUN_DIR/model.safetensors`: simulated W`b`A`b` post-training
-// quantization (paper-spec §4; quant/quantized_model.h). Builds the model from the run config
+// quantization (method.md §4; quant/quantized_model.h). Builds the model from the run config
 // stored in the checkpoint, evaluates it in FP, quantizes a copy (weights in place; activations at
 // the §4.3 points), calibrates on random training batches, evaluates the quantized copy on the same
 // validation batches and prints both figures side by side. The calibrated ranges are saved as
@@ -7,10 +7,10 @@
 // object --json prints) as RUN_DIR/quantize-w<b>a<b>.json, which `qtlab report` puts into its
 // Table 2 columns.
 //
-// Defaults per family are the paper's (spec §4.4): BERT / ViT min-max weights and running min-max
-// activations; OPT MSE weights and running 99.999th-percentile activations; FP head for BERT and
-// OPT, quantized classifier for ViT. 16 calibration batches (the paper; the repo's README uses 4
-// for OPT).
+// Defaults per family are the paper's (method.md §4.4): BERT / ViT min-max weights and running
+// min-max activations; OPT MSE weights and running 99.999th-percentile activations; FP head for
+// BERT and OPT, quantized classifier for ViT. 16 calibration batches (the paper; the repo's README
+// uses 4 for OPT).
 #include <fmt/format.h>
 
 #include <cstdio>

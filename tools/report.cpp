@@ -346,7 +346,7 @@ std::string gnuplot_script(const std::vector<Run>& runs, const std::string& term
 std::string markdown(const std::vector<Run>& runs, const std::string& ext) {
   std::string md = "# qtlab outlier report\n\n";
   md +=
-      "Outlier metrics as in paper §5 (paper-spec §5): inf norm = per-row max|x| averaged over "
+      "Outlier metrics as in paper §5 (method.md §5): inf norm = per-row max|x| averaged over "
       "the validation rows; kurtosis = per-row Pearson kurtosis averaged. The headline columns "
       "follow paper Table 2.\n\n";
   md +=
