@@ -3,7 +3,8 @@
 // quantizer with a running min-max range, and the weights that get a symmetric per-tensor one.
 // Everything not listed stays in floating point.
 //
-// The setup is built per family from the §4.3 tables. Per transformer block (all families):
+// The setup is the quantized rows of the model's own point table (Model::points(),
+// models/model_points.h), which each model writes from the §4.3 tables. Per transformer block:
 //
 //   point                               BERT (post-LN)            OPT / ViT (pre-LN)
 //   <block>.attention.{query,key,value}:output   Q, K, V projection outputs
@@ -82,10 +83,12 @@ struct QuantizationOptions {
   int final_layer_norm_bits = 0;  // 0: layer_norm_bits
 };
 
-// The paper's settings (method.md §4.4) for "bert", "opt", "vit" at `bits` (weights and
-// activations): BERT / ViT: min-max weights, running min-max activations; OPT: MSE-grid weights,
-// running 99.999th-percentile activations, FP head. ViT: quantized classifier head.
-QuantizationOptions paper_quantization_options(const std::string& family, int bits = 8);
+// The paper's settings (docs/method.md, "Quantization settings") for the model at `bits` (weights
+// and activations), from the model's own defaults (models::QuantizationDefaults): BERT / ViT:
+// min-max weights, running min-max activations; OPT: MSE-grid weights, running 99.999th-percentile
+// activations; BERT / OPT: FP head; ViT: quantized classifier head.
+QuantizationOptions paper_quantization_options(const models::ModelPoints& points, int bits = 8);
+QuantizationOptions paper_quantization_options(const models::Model& model, int bits = 8);
 
 struct ActivationPoint {
   int bits = 8;
@@ -107,8 +110,9 @@ struct QuantizationSetup {
   std::map<std::string, WeightPoint> weights;          // parameter name -> quantizer
 };
 
-// The setup for `model` (a models::Bert, Opt or Vit). Throws for invalid bits, a percentile out
-// of range, a weight range other than current_min_max / mse_grid, or an unknown model class.
+// The setup for `model`: the quantized rows of model.points(). Throws for invalid bits, a
+// percentile out of range, a weight range other than current_min_max / mse_grid, or a listed
+// weight the model does not have.
 QuantizationSetup quantization_setup(const models::Model& model,
                                      const QuantizationOptions& options);
 

@@ -80,8 +80,7 @@ qt::quant::AnalysisResult analyze(const AnalyzeArguments& a) {
   const qt::models::RunData data = qt::models::load_run_data(config);
   qt::quant::AnalysisOptions options;
   options.token_strings = token_strings(config, data, a.checkpoint);
-  options.delimiter_ids =
-      qt::quant::delimiter_token_ids(config.model.family, options.token_strings);
+  options.delimiter_ids = qt::quant::delimiter_token_ids(model->points(), options.token_strings);
   options.attention_layer = a.layer;
   options.attention_head = a.head;
   options.histogram_point = a.histogram_point;

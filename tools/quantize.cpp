@@ -66,12 +66,12 @@ void check_bits_flag(int bits, const char* flag) {
 
 // The options from the family's paper defaults and the flags.
 qt::quant::QuantizationOptions quantization_options(const QuantizeArguments& a,
-                                                    const std::string& family) {
+                                                    const qt::models::Model& model) {
   check_bits_flag(a.weight_bits, "--wbits");
   check_bits_flag(a.activation_bits, "--abits");
   if (a.layer_norm_bits != 0) check_bits_flag(a.layer_norm_bits, "--ln-bits");
   if (a.final_layer_norm_bits != 0) check_bits_flag(a.final_layer_norm_bits, "--final-ln-bits");
-  qt::quant::QuantizationOptions o = qt::quant::paper_quantization_options(family);
+  qt::quant::QuantizationOptions o = qt::quant::paper_quantization_options(model);
   o.weight_bits = a.weight_bits;
   o.activation_bits = a.activation_bits;
   o.layer_norm_bits = a.layer_norm_bits;
@@ -130,7 +130,7 @@ void run_quantize(const QuantizeArguments& a) {
            a.calibration_batches);
   const auto [config, model] = qt::models::load_saved_model(a.checkpoint, a.assignments);
   const std::string& family = config.model.family;
-  const qt::quant::QuantizationOptions options = quantization_options(a, family);
+  const qt::quant::QuantizationOptions options = quantization_options(a, *model);
   const qt::models::RunData data = qt::models::load_run_data(config);
   const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
 
