@@ -12,6 +12,8 @@
 BUILD_DIR    ?= build
 SANITIZE_DIR ?= build-sanitize
 JOBS         ?= $(shell nproc)
+CMAKE_FLAGS  ?=
+# CI: make test CMAKE_FLAGS=-DQTLAB_WERROR=ON (warnings are errors)
 SOURCES       = $(shell git ls-files --cached --others --exclude-standard '*.cpp' '*.h' 2>/dev/null)
 
 .PHONY: all build cli deps test bench demo sanitize format clean data fixtures
@@ -22,7 +24,7 @@ deps:
 	@tools/install_deps.sh
 
 $(BUILD_DIR)/CMakeCache.txt:
-	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release > /dev/null
+	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) > /dev/null
 
 build: $(BUILD_DIR)/CMakeCache.txt
 	@cmake --build $(BUILD_DIR) -j $(JOBS)

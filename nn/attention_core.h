@@ -43,6 +43,7 @@
 
 #include <cstdint>
 
+#include "nn/clipped_softmax.h"
 #include "tensor/tensor.h"
 
 namespace qt::nn {
@@ -51,9 +52,7 @@ class Module;
 
 struct AttentionCoreOptions {
   int64_t heads = 1;
-  bool clipped = false;  // clipped softmax with (gamma, zeta); false: vanilla softmax
-  double gamma = 0.0;    // <= 0
-  double zeta = 1.0;     // >= 1
+  SoftmaxClip softmax;   // clipped with (gamma, zeta), or the plain softmax
   bool causal = false;   // query i attends to keys j <= i only
   float dropout = 0.0f;  // attention-probability dropout (0: none; callers pass 0 in eval mode)
   uint64_t dropout_seed = 0;

@@ -21,6 +21,37 @@ double gate_logit(double p) {
   return -std::log(1.0 / p - 1.0);
 }
 
+const std::vector<GateKindName>& gate_kind_table() {
+  static const std::vector<GateKindName> table = {
+      {GateKind::none, "none"},
+      {GateKind::linear_per_head, "linear"},
+      {GateKind::mlp_per_head, "mlp"},
+      {GateKind::all_heads_linear, "all-heads-linear"},
+      {GateKind::unconditional_per_head, "unconditional"},
+      {GateKind::conditional_per_head, "conditional-per-head"},
+  };
+  return table;
+}
+
+std::vector<std::string> gate_kind_names() {
+  std::vector<std::string> names;
+  for (const GateKindName& entry : gate_kind_table()) names.emplace_back(entry.name);
+  return names;
+}
+
+GateKind parse_gate_kind(const std::string& name) {
+  for (const GateKindName& entry : gate_kind_table())
+    if (name == entry.name) return entry.kind;
+  fail("attention: unknown gate kind '{}' (expected one of {})", name,
+       fmt::join(gate_kind_names(), ", "));
+}
+
+const char* gate_kind_name(GateKind kind) {
+  for (const GateKindName& entry : gate_kind_table())
+    if (kind == entry.kind) return entry.name;
+  fail("attention: gate kind {} has no name", static_cast<int>(kind));
+}
+
 AttentionGate::AttentionGate(GateKind kind_, int64_t hidden_, int64_t heads_, double pi_init,
                              int64_t mlp_hidden_, InitRng& rng)
     : kind(kind_), hidden(hidden_), heads(heads_), head_dim(0), mlp_hidden(0) {

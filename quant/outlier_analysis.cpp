@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "autograd/node.h"
@@ -17,13 +18,12 @@
 #include "tensor/create.h"
 #include "tensor/elementwise.h"
 #include "tensor/error.h"
+#include "tensor/parallel_policy.h"
 #include "tensor/shape.h"
 #include "tensor/view.h"
 
 namespace qt::quant {
 namespace {
-
-constexpr int64_t kParallelThreshold = int64_t{1} << 15;
 
 // x as a dense f64 tensor (any layout, f32 or f64 in).
 Tensor dense_f64(const Tensor& x) {
@@ -282,7 +282,7 @@ void OutlierAnalysis::observe_probabilities(int64_t layer, const Tensor& x) {
     for (int64_t j = 0; j < T; ++j) key[static_cast<size_t>(b * T + j)] = is_delimiter(b, j);
   std::vector<double> mass(static_cast<size_t>(B * H), 0.0);
   const int64_t work = B * H * T * T;
-#pragma omp parallel for schedule(static) if (work > kParallelThreshold)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(work, qt::WorkCost::standard))
   for (int64_t bh = 0; bh < B * H; ++bh) {
     const int64_t b = bh / H;
     const double* matrix = values + bh * T * T;

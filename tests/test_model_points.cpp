@@ -39,7 +39,7 @@ struct FiringOrder : qt::nn::ActivationTaps {
 
 FiringOrder run_forward(const qt::models::Model& model, const qt::models::ModelConfig& c) {
   qt::models::Batch batch;
-  if (c.family == "vit")
+  if (c.family == qt::models::Family::vit)
     batch.images =
         qt::test::random_tensor({2, (c.image_size / c.patch_size) * (c.image_size / c.patch_size),
                                  c.patch_size * c.patch_size * c.channels},
@@ -57,7 +57,7 @@ void check_table(const qt::models::ModelConfig& config) {
   const auto model = qt::models::build_model(config, 1);
   model->eval();
   const ModelPoints table = model->points();
-  CHECK(table.family == config.family);
+  CHECK(table.family == qt::models::family_name(config.family));
   CHECK(table.layers == config.layers);
   CHECK(table.heads == config.heads);
   const FiringOrder fired = run_forward(*model, config);
@@ -125,7 +125,7 @@ TEST_CASE("test_model_points: every row fires, in graph order, for each model an
       CAPTURE(family);
       CAPTURE(gate);
       qt::models::ModelConfig c = qt::test::tiny_run_config(family).model;
-      c.gate = gate;
+      c.gate = qt::nn::parse_gate_kind(gate);
       check_table(c);
     }
   qt::models::ModelConfig vit = qt::test::tiny_run_config("vit").model;

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,7 @@ struct Recorder : qt::nn::ActivationTaps {
 
 qt::models::ModelConfig tiny(const std::string& family, const std::string& gate = "none") {
   qt::models::ModelConfig c;
-  c.family = family;
+  c.family = qt::models::parse_family(family);
   c.layers = 2;
   c.hidden = 16;
   c.heads = 2;
@@ -58,7 +59,7 @@ qt::models::ModelConfig tiny(const std::string& family, const std::string& gate 
   c.image_size = 16;
   c.patch_size = 4;
   c.num_classes = 10;
-  c.gate = gate;
+  c.gate = qt::nn::parse_gate_kind(gate);
   c.init_std = 0.2;  // larger weights: activations with some structure
   c.layer_norm_eps = family == "bert" ? 1e-12 : 1e-5;
   return c;

@@ -51,7 +51,7 @@ using qt::test::OneThread;
 
 RunConfig tiny_config(const std::string& family, const std::string& gate = "none") {
   RunConfig c = qt::test::tiny_run_config(family);
-  c.model.gate = gate;
+  c.model.gate = qt::nn::parse_gate_kind(gate);
   return c;
 }
 

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -45,7 +46,7 @@ struct AnalyzeArguments {
 std::vector<std::string> token_strings(const qt::models::RunConfig& config,
                                        const qt::models::RunData& data,
                                        const std::string& checkpoint) {
-  if (config.model.family == "vit") return {};
+  if (config.model.family == qt::models::Family::vit) return {};
   std::string path = data.tokenizer_path;
   const std::filesystem::path beside =
       std::filesystem::path(checkpoint).parent_path() / "tokenizer.json";

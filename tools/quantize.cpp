@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -129,7 +130,7 @@ void run_quantize(const QuantizeArguments& a) {
   QT_CHECK(a.calibration_batches >= 1, "quantize: --calib-batches must be >= 1, got {}",
            a.calibration_batches);
   const auto [config, model] = qt::models::load_saved_model(a.checkpoint, a.assignments);
-  const std::string& family = config.model.family;
+  const std::string family = qt::models::family_name(config.model.family);
   const qt::quant::QuantizationOptions options = quantization_options(a, *model);
   const qt::models::RunData data = qt::models::load_run_data(config);
   const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
@@ -164,7 +165,7 @@ void run_quantize(const QuantizeArguments& a) {
   const std::string label = fmt::format("W{}A{}", options.weight_bits, options.activation_bits);
   const std::string weight_range = qt::quant::range_method_name(options.weight_range);
   const std::string activation_range = qt::quant::activation_range_name(options);
-  const bool vit = family == "vit";
+  const bool vit = config.model.family == qt::models::Family::vit;
   const auto result = [vit](const qt::models::EvaluationResult& r) {
     nlohmann::json out = {{"loss", r.loss}};
     if (vit)
