@@ -29,8 +29,9 @@
 //   (LayerNorm betas, every bias and the gate parameters stay FP).
 //
 // Model level:
-//   BERT  :embedding_sum (word + position [+ type: absorbed, models/bert.h], so the paper's two
-//         sums (word + type), (+ position) are one point here), embeddings.layer_norm:output;
+//   BERT  :embedding_sum (word + position [+ type: a constant the position table absorbs], so
+//         the paper's two sums (word + type), (+ position) are one point here),
+//         embeddings.layer_norm:output;
 //         tables word/position and the embedding LN gamma. The MLM head (transform, GELU, LN,
 //         tied decoder) stays FP (head_quantized = false, the repo); with head_quantized the
 //         transform and head LN get weight + output quantizers and the logits (":logits") one.
