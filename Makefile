@@ -14,6 +14,8 @@
 BUILD_DIR    ?= build
 SANITIZE_DIR ?= build-sanitize
 JOBS         ?= $(shell nproc)
+CMAKE_FLAGS  ?=
+# CI: make test CMAKE_FLAGS=-DQTLAB_WERROR=ON (warnings are errors)
 SOURCES       = $(shell git ls-files --cached --others --exclude-standard '*.cpp' '*.h' 2>/dev/null)
 
 .PHONY: all build cli deps test bench demo sanitize format clean data fixtures table2 results
@@ -24,7 +26,7 @@ deps:
 	@tools/install_deps.sh
 
 $(BUILD_DIR)/CMakeCache.txt:
-	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release > /dev/null
+	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) > /dev/null
 
 # --no-print-directory: no "gmake[N]: Entering directory" lines from CMake's recursive makes.
 build: $(BUILD_DIR)/CMakeCache.txt

@@ -1,4 +1,4 @@
-// Causal-language-model batches (OPT, paper-spec §3.2 / §6.2): the model reads block tokens
+// Causal-language-model batches (OPT, method.md §3.2 / §6.2): the model reads block tokens
 // x_0 .. x_{T-1} and at position t predicts x_{t+1}:
 //
 //   input_ids[b, t] = block[t]

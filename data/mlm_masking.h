@@ -1,4 +1,4 @@
-// Masked-language-model inputs and labels (BERT, paper-spec §6.1; as HF
+// Masked-language-model inputs and labels (BERT, method.md §6.1; as HF
 // DataCollatorForLanguageModeling):
 //
 //   every non-special token is selected independently with probability p = 0.15;

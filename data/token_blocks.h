@@ -3,7 +3,7 @@
 //   stream = prefix + doc_0 + suffix + prefix + doc_1 + suffix + ...
 //   block i = stream[i*T, (i+1)*T)        for i < floor(len(stream) / T); the tail is dropped
 //
-// BERT (paper-spec §6.1): prefix [CLS], suffix [SEP]; blocks of 128 need not start with [CLS]
+// BERT (method.md §6.1): prefix [CLS], suffix [SEP]; blocks of 128 need not start with [CLS]
 // (the paper cuts the stream of every 1000 texts and drops each group's tail; here the whole
 // corpus is one stream). OPT (§6.2): prefix </s> (GPT-2 BPE prepends </s> to every text), no
 // suffix. No padding ever occurs, so no attention mask is needed.

@@ -3,6 +3,8 @@
 #include <string>
 
 #include "autograd/functions.h"
+#include "data/tokenizer.h"
+#include "models/point_table_builder.h"
 #include "nn/activation_tap.h"
 #include "nn/cross_entropy.h"
 #include "tensor/create.h"
@@ -49,7 +51,7 @@ Bert::Bert(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
   head_bias = register_parameter_at("head.bias", ops::zeros({c.vocab_size}));
 
   // HF BERT init: N(0, init_std) for embeddings and dense layers, zero biases; the attention's
-  // Q/K/V keep PyTorch's default uniform init, as the paper's repo (spec §3.1, §8.4).
+  // Q/K/V keep PyTorch's default uniform init, as the paper's repo (method.md §3.1, §8.4).
   init_normal(word_embeddings->weight, c.init_std, rng);
   init_normal(position_embeddings->weight, c.init_std, rng);
   for (const auto& block : layers) {
@@ -62,12 +64,53 @@ Bert::Bert(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
   init_zeros(head_transform->bias);
 }
 
+ModelPoints Bert::points() const {
+  using B = PointTableBuilder;
+  ModelPoints table = B::empty_table("bert", config.layers, config.heads);
+  PointTableBuilder add(table);
+  // The word table is tied to the MLM decoder. word + position [+ type, absorbed]: the paper's two
+  // embedding sums are one point here.
+  add.text_embeddings(*word_embeddings, *position_embeddings, *this);
+  add.layer_norm(*embedding_layer_norm, PointBits::layer_norm);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    BlockPointOptions block;
+    block.context = ContextPoint::after_gate;
+    // The last block's output LN feeds the head.
+    if (l + 1 == layers.size()) block.ffn_layer_norm_bits = PointBits::final_layer_norm;
+    add.block(*layers[l], static_cast<int64_t>(l), block);
+  }
+  // The MLM head (transform, GELU, LN, tied decoder): FP unless the head is quantized.
+  add.linear(*head_transform, -1, /*in_head=*/true);
+  add.layer_norm(*head_layer_norm, PointBits::layer_norm, -1, /*in_head=*/true);
+  add.activation(B::tap_point(*this, "logits")).in_head = true;
+
+  AnalysisDescription& analysis = table.analysis;
+  analysis.kurtosis_batches = 257;  // the repo's validate_mlm: batch_idx <= 256
+  analysis.delimiter_special_ids = {data::kClsId, data::kSepId};
+  analysis.delimiter_texts = {".", ","};
+  HeadlineDefinition& headline = analysis.headline;
+  const auto ffn_outputs = points_with_role(table, AnalysisRole::ffn_output);
+  const auto block_outputs = points_with_role(table, AnalysisRole::block_output);
+  headline.extra_max_inf_norms = {
+      {"max_ffn_output_inf_norm", ffn_outputs},
+      {"max_block_output_inf_norm", block_outputs},
+      {"max_residual_sum_inf_norm", points_with_role(table, AnalysisRole::residual_sum)}};
+  // Which of the three norms the paper's tables use is not stated [inferred]; all are reported.
+  headline.max_inf_norm_points = ffn_outputs;
+  headline.max_inf_norm_definition = "max over layers of the FFN output (output.dense) inf norm";
+  headline.kurtosis_points = ffn_outputs;
+  headline.kurtosis_points.insert(headline.kurtosis_points.end(), block_outputs.begin(),
+                                  block_outputs.end());
+  headline.kurtosis_definition = "mean over the 2L FFN outputs and block outputs";
+  return table;  // quantization defaults: min-max weights, running min-max, FP head
+}
+
 Tensor Bert::encode(const Tensor& input_ids, const Tensor& attention_mask) const {
   check_input_ids(input_ids, config, "bert");
   const int64_t T = input_ids.size(1);
   const Tensor positions = ops::arange(0, T, 1, DType::i64);
   // Activation taps (nn/activation_tap.h): the table lookups ("<table>:output") and their sum
-  // (":embedding_sum"), the points paper-spec §4.3 quantizes (quant/quantization_setup.h).
+  // (":embedding_sum"), the points method.md §4.3 quantizes (quant/quantization_setup.h).
   const Tensor words = nn::tap(*word_embeddings, "output", word_embeddings->forward(input_ids));
   const Tensor places =
       nn::tap(*position_embeddings, "output", position_embeddings->forward(positions));

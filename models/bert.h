@@ -1,4 +1,4 @@
-// BERT for masked-language modelling (paper-spec §3.1): post-LN encoder, MLM head tied to the word
+// BERT for masked-language modelling (method.md §3.1): post-LN encoder, MLM head tied to the word
 // embeddings.
 //
 //   h0 = Dropout(LN_emb(E_word[ids] + E_pos[0..T-1]))
@@ -35,6 +35,7 @@ class Bert : public Model {
 
   Tensor loss(const Batch& batch, double label_smoothing = 0.0) const override;
   Tensor logits(const Batch& batch) const override;
+  ModelPoints points() const override;
   // The encoder output h_L [B, T, d]. attention_mask: undefined, or [B, T] (u8/i32/i64) as HF's
   // attention_mask, nonzero = a real token, 0 = padding: padded keys get attention probability 0
   // in every layer, so the outputs at real tokens do not depend on what the padding holds. (The

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "tensor/error.h"
@@ -96,14 +97,31 @@ Field text_field(const std::string& key, const std::string& help,
           getter(access)};
 }
 
+// A field holding an enum, written as one of `names` (parse / name convert; the list is the one
+// the enum's own module keeps).
+template <typename E>
+Field enum_field(const std::string& key, const std::string& help, E& (*access)(RunConfig&),
+                 const std::vector<std::string>& names, E (*parse)(const std::string&),
+                 const char* (*name)(E)) {
+  return {key, help,
+          [=](RunConfig& c, const json& v) {
+            const std::string want = fmt::format("one of {}", fmt::join(names, ", "));
+            if (!v.is_string() ||
+                std::find(names.begin(), names.end(), v.get<std::string>()) == names.end())
+              bad_value(key, v, want);
+            access(c) = parse(v.get<std::string>());
+          },
+          [=](const RunConfig& c) { return json(name(access(const_cast<RunConfig&>(c)))); }};
+}
+
 constexpr int64_t kBig = int64_t(1) << 40;
 
 #define FIELD_ACCESS(type, member) +[](RunConfig& c) -> type& { return c.member; }
 
 const std::vector<Field>& fields() {
   static const std::vector<Field> table = {
-      text_field("model.family", "architecture", FIELD_ACCESS(std::string, model.family),
-                 {"bert", "opt", "vit"}),
+      enum_field("model.family", "architecture", FIELD_ACCESS(Family, model.family), family_names(),
+                 parse_family, family_name),
       integer_field("model.layers", "transformer blocks", FIELD_ACCESS(int64_t, model.layers), 1,
                     256),
       integer_field("model.hidden", "model width d", FIELD_ACCESS(int64_t, model.hidden), 1,
@@ -124,17 +142,16 @@ const std::vector<Field>& fields() {
                  FIELD_ACCESS(double, model.attention_dropout), 0.0, 0.99),
       real_field("model.init_std", "std of the normal init of embeddings and dense layers",
                  FIELD_ACCESS(double, model.init_std), 0.0, 10.0),
-      text_field("model.softmax", "attention softmax", FIELD_ACCESS(std::string, model.softmax),
-                 {"vanilla", "clipped"}),
+      enum_field("model.softmax", "attention softmax", FIELD_ACCESS(nn::SoftmaxKind, model.softmax),
+                 nn::softmax_kind_names(), nn::parse_softmax_kind, nn::softmax_kind_name),
       real_field("model.gamma", "clipped softmax gamma (<= 0)", FIELD_ACCESS(double, model.gamma),
                  -10.0, 0.0),
       real_field("model.zeta", "clipped softmax zeta (>= 1)", FIELD_ACCESS(double, model.zeta), 1.0,
                  10.0),
       real_field("model.alpha", "if > 0: gamma = -alpha / max_length, zeta = 1 (clipped)",
                  FIELD_ACCESS(double, model.alpha), 0.0, 1e6),
-      text_field(
-          "model.gate", "gated attention variant", FIELD_ACCESS(std::string, model.gate),
-          {"none", "linear", "mlp", "all-heads-linear", "unconditional", "conditional-per-head"}),
+      enum_field("model.gate", "gated attention variant", FIELD_ACCESS(nn::GateKind, model.gate),
+                 nn::gate_kind_names(), nn::parse_gate_kind, nn::gate_kind_name),
       real_field("model.gate_pi_init", "initial gate probability (bias = logit(pi))",
                  FIELD_ACCESS(double, model.gate_pi_init), 1e-6, 1.0 - 1e-6),
       integer_field("model.gate_mlp_hidden", "MLP gate hidden width (0: d_head / 4)",
@@ -163,7 +180,7 @@ const std::vector<Field>& fields() {
                  FIELD_ACCESS(double, train.min_lr_ratio), 0.0, 1.0),
       real_field("train.weight_decay", "AdamW decoupled weight decay",
                  FIELD_ACCESS(double, train.weight_decay), 0.0, 10.0),
-      bool_field("train.weight_decay_layer_norm", "also decay LayerNorm gamma (paper-spec §6.2)",
+      bool_field("train.weight_decay_layer_norm", "also decay LayerNorm gamma (method.md §6.2)",
                  FIELD_ACCESS(bool, train.weight_decay_layer_norm)),
       real_field("train.beta1", "AdamW beta1", FIELD_ACCESS(double, train.beta1), 0.0, 0.999999),
       real_field("train.beta2", "AdamW beta2", FIELD_ACCESS(double, train.beta2), 0.0, 0.999999),
@@ -222,7 +239,7 @@ const Field& find_field(const std::string& key) {
   std::sort(ranked.begin(), ranked.end());
   std::vector<std::string> close;
   for (size_t i = 0; i < ranked.size() && i < 3; ++i) close.push_back(ranked[i].second);
-  fail("config: unknown key '{}' (closest: {}; `qtlab pretrain --help-config` lists all)", key,
+  fail("config: unknown key '{}' (closest: {}; `qtlab pretrain --list-keys` lists all)", key,
        fmt::join(close, ", "));
 }
 
@@ -255,6 +272,30 @@ void flatten(const json& object, const std::string& prefix,
 
 }  // namespace
 
+const std::vector<std::string>& family_names() {
+  static const std::vector<std::string> names = {"bert", "opt", "vit"};
+  return names;
+}
+
+Family parse_family(const std::string& name) {
+  if (name == "bert") return Family::bert;
+  if (name == "opt") return Family::opt;
+  if (name == "vit") return Family::vit;
+  fail("config: unknown model family '{}' (expected {})", name, fmt::join(family_names(), ", "));
+}
+
+const char* family_name(Family family) {
+  switch (family) {
+    case Family::bert:
+      return "bert";
+    case Family::opt:
+      return "opt";
+    case Family::vit:
+      return "vit";
+  }
+  fail("config: model family {} has no name", static_cast<int>(family));
+}
+
 RunConfig preset(const std::string& name) {
   RunConfig c;
   if (name == "bert-mini") return c;  // the defaults: 4 x 256, 4 heads, FFN 1024, T = 128
@@ -265,9 +306,9 @@ RunConfig preset(const std::string& name) {
     return c;
   }
   if (name == "opt-mini") {
-    // OPT conventions (paper-spec §3.2, §6.2): ReLU, pre-LN, attention dropout 0, LN eps 1e-5,
+    // OPT conventions (method.md §3.2, §6.2): ReLU, pre-LN, attention dropout 0, LN eps 1e-5,
     // init std 0.006, AdamW betas (0.9, 0.95), weight decay 0.1.
-    c.model.family = "opt";
+    c.model.family = Family::opt;
     c.model.layer_norm_eps = 1e-5;
     c.model.attention_dropout = 0.0;
     c.model.init_std = 0.006;
@@ -281,7 +322,7 @@ RunConfig preset(const std::string& name) {
     // A small pre-LN ViT for 28x28 MNIST-like images: 7x7 patches -> 16 tokens + CLS. (4x4
     // patches give 49 tokens and cost 3x the compute per image for no accuracy gain at this
     // training length; docs/results.md.)
-    c.model.family = "vit";
+    c.model.family = Family::vit;
     c.model.patch_size = 7;
     c.model.layers = 6;
     c.model.hidden = 192;
@@ -313,6 +354,10 @@ void set_value(RunConfig& config, const std::string& key, const std::string& val
   // A string-typed field gets the text itself, even if it looks like a number ("run_dir=2").
   if (field.get(config).is_string()) parsed = value;
   field.set(config, parsed);
+}
+
+void set_typed_value(RunConfig& config, const std::string& key, const nlohmann::json& value) {
+  find_field(key).set(config, value);
 }
 
 void set_assignment(RunConfig& config, const std::string& assignment) {
@@ -368,7 +413,7 @@ void validate(const RunConfig& c) {
   const ModelConfig& m = c.model;
   QT_CHECK(m.hidden % m.heads == 0,
            "config: model.hidden = {} is not divisible by model.heads = {}", m.hidden, m.heads);
-  if (m.family == "vit") {
+  if (m.family == Family::vit) {
     QT_CHECK(m.image_size % m.patch_size == 0,
              "config: model.patch_size = {} does not divide model.image_size = {}", m.patch_size,
              m.image_size);
@@ -377,10 +422,10 @@ void validate(const RunConfig& c) {
              "synthetic, not text");
   } else {
     QT_CHECK(c.data.dataset == "text" || c.data.dataset == "synthetic",
-             "config: model.family = {} needs data.dataset = text or synthetic, not {}", m.family,
-             c.data.dataset);
+             "config: model.family = {} needs data.dataset = text or synthetic, not {}",
+             family_name(m.family), c.data.dataset);
   }
-  if (m.gate == "mlp" && m.gate_mlp_hidden == 0)
+  if (m.gate == nn::GateKind::mlp_per_head && m.gate_mlp_hidden == 0)
     QT_CHECK(m.hidden / m.heads >= 4,
              "config: model.gate = mlp with d_head = {} < 4 needs model.gate_mlp_hidden > 0",
              m.hidden / m.heads);

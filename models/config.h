@@ -13,12 +13,22 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
+
+#include "nn/attention_gate.h"
+#include "nn/clipped_softmax.h"
 
 namespace qt::models {
 
+// The architecture: BERT (post-LN encoder, masked LM), OPT (pre-LN causal decoder), ViT (pre-LN
+// encoder over image patches). Parsed once from "bert" / "opt" / "vit" at the config boundary.
+enum class Family { bert, opt, vit };
+const std::vector<std::string>& family_names();
+Family parse_family(const std::string& name);  // throws naming an unknown family
+const char* family_name(Family family);
+
 struct ModelConfig {
-  std::string family = "bert";  // bert | opt | vit
+  Family family = Family::bert;
   int64_t layers = 4;
   int64_t hidden = 256;
   int64_t heads = 4;
@@ -29,13 +39,12 @@ struct ModelConfig {
   double hidden_dropout = 0.1;
   double attention_dropout = 0.1;
   double init_std = 0.02;  // N(0, init_std^2) for embeddings, FFN and output projections
-  // Attention (paper-spec §1, §2)
-  std::string softmax = "vanilla";  // vanilla | clipped
-  double gamma = 0.0;               // clipped softmax: gamma <= 0
-  double zeta = 1.0;                // clipped softmax: zeta >= 1
-  double alpha = 0.0;         // > 0: gamma = -alpha / max_length, zeta = 1 (overrides softmax)
-  std::string gate = "none";  // none | linear | mlp | all-heads-linear | unconditional |
-                              // conditional-per-head
+  // Attention (method.md §1, §2)
+  nn::SoftmaxKind softmax = nn::SoftmaxKind::vanilla;
+  double gamma = 0.0;  // clipped softmax: gamma <= 0
+  double zeta = 1.0;   // clipped softmax: zeta >= 1
+  double alpha = 0.0;  // > 0: gamma = -alpha / max_length, zeta = 1 (overrides softmax)
+  nn::GateKind gate = nn::GateKind::none;  // nn::gate_kind_table() lists the names
   double gate_pi_init = 0.5;
   int64_t gate_mlp_hidden = 0;  // 0: d_head / 4 (the paper repo's choice)
   // ViT
@@ -55,7 +64,7 @@ struct TrainingConfig {
   double warmup_fraction = 0.05;    // of steps
   double min_lr_ratio = 0.0;        // cosine floor (and linear end), as a fraction of lr
   double weight_decay = 0.01;
-  bool weight_decay_layer_norm = false;  // also decay LayerNorm gamma (paper-spec §6.2)
+  bool weight_decay_layer_norm = false;  // also decay LayerNorm gamma (method.md §6.2)
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
@@ -91,6 +100,9 @@ std::vector<std::string> preset_names();
 // Sets one field from its text form ("model.hidden", "384"); throws naming the key on an unknown
 // key (with the closest known keys) or a value of the wrong type or range.
 void set_value(RunConfig& config, const std::string& key, const std::string& value);
+// Sets one field from a typed JSON value (a number, a boolean or a string), with the same checks;
+// what the command-line flags use, so a flag's value is never printed and parsed back.
+void set_typed_value(RunConfig& config, const std::string& key, const nlohmann::json& value);
 // "key=value" as given to --set.
 void set_assignment(RunConfig& config, const std::string& assignment);
 // Applies a JSON object: nested ({"model": {"hidden": 384}}) or dotted ({"model.hidden": 384}).
@@ -105,7 +117,7 @@ void validate(const RunConfig& config);
 nlohmann::json to_json(const RunConfig& config);  // nested, every key
 RunConfig from_json(const nlohmann::json& json);  // strict: unknown keys are errors
 
-// All keys with their help text, for `qtlab pretrain --help-config`.
+// All keys with their help text, for `qtlab pretrain --list-keys`.
 std::vector<std::pair<std::string, std::string>> config_keys();
 
 }  // namespace qt::models

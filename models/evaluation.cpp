@@ -41,7 +41,7 @@ EvaluationResult evaluate(Model& model, const RunData& data, int64_t batch_size,
     sums[0] += loss * static_cast<double>(labels);
     sums[1] += static_cast<double>(labels);
     sums[3] += static_cast<double>(end - begin);
-    if (model.config.family == "vit") {
+    if (model.config.family == Family::vit) {
       const Tensor predicted = ops::argmax(model.logits(batch), 1);
       const int64_t* p = predicted.data<int64_t>();
       const int64_t* y = batch.labels.data<int64_t>();

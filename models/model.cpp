@@ -61,10 +61,15 @@ int64_t Model::count_labels(const Tensor& labels) {
 }
 
 std::shared_ptr<Model> build_model(const ModelConfig& config, uint64_t seed) {
-  if (config.family == "bert") return std::make_shared<Bert>(config, seed);
-  if (config.family == "opt") return std::make_shared<Opt>(config, seed);
-  if (config.family == "vit") return std::make_shared<Vit>(config, seed);
-  fail("model: unknown family '{}' (expected bert, opt or vit)", config.family);
+  switch (config.family) {
+    case Family::bert:
+      return std::make_shared<Bert>(config, seed);
+    case Family::opt:
+      return std::make_shared<Opt>(config, seed);
+    case Family::vit:
+      return std::make_shared<Vit>(config, seed);
+  }
+  fail("model: unknown family {}", static_cast<int>(config.family));
 }
 
 void check_input_ids(const Tensor& input_ids, const ModelConfig& config, const char* model) {
@@ -99,22 +104,21 @@ nn::BlockOptions block_options(const ModelConfig& config, int64_t layer) {
   nn::AttentionOptions& attention = block.attention;
   attention.hidden = config.hidden;
   attention.heads = config.heads;
-  attention.softmax = nn::parse_softmax_kind(config.softmax);
-  attention.gamma = config.gamma;
-  attention.zeta = config.zeta;
-  attention.alpha = config.alpha;
-  attention.max_length =
-      config.family == "vit"
+  // The alpha / T form needs the sequence length: text T, ViT the patches plus CLS.
+  const int64_t length =
+      config.family == Family::vit
           ? (config.image_size / config.patch_size) * (config.image_size / config.patch_size) + 1
           : config.max_length;
-  attention.gate = nn::parse_gate_kind(config.gate);
+  attention.softmax =
+      nn::resolve_softmax_clip(config.softmax, config.gamma, config.zeta, config.alpha, length);
+  attention.gate = config.gate;
   attention.gate_pi_init = config.gate_pi_init;
   attention.gate_mlp_hidden = config.gate_mlp_hidden;
-  attention.causal = config.family == "opt";
+  attention.causal = config.family == Family::opt;
   attention.probability_dropout = static_cast<float>(config.attention_dropout);
   block.ffn = config.ffn;
-  block.activation = config.family == "opt" ? nn::Activation::relu : nn::Activation::gelu;
-  block.pre_layer_norm = config.family != "bert";
+  block.activation = config.family == Family::opt ? nn::Activation::relu : nn::Activation::gelu;
+  block.pre_layer_norm = config.family != Family::bert;
   block.layer_norm_eps = config.layer_norm_eps;
   block.hidden_dropout = static_cast<float>(config.hidden_dropout);
   // Dropout stream ids: 0..15 for the embeddings and heads, 16 per block after that.

@@ -1,6 +1,6 @@
 // The models qtlab trains — BERT (masked LM), OPT (causal LM), ViT (image classification) — behind
 // one small interface the trainer, evaluator and quantizer use. Layouts and inits follow
-// paper-spec §3; every attention option of nn/attention.h is selectable through ModelConfig.
+// method.md §3; every attention option of nn/attention.h is selectable through ModelConfig.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "models/config.h"
+#include "models/model_points.h"
 #include "nn/attention.h"
 #include "nn/dropout.h"
 #include "nn/init.h"
@@ -57,6 +58,8 @@ class Model : public nn::Module {
   virtual Tensor loss(const Batch& batch, double label_smoothing = 0.0) const = 0;
   // Text: logits [B, T, V] at every position; ViT: [B, classes].
   virtual Tensor logits(const Batch& batch) const = 0;
+  // The model's quantization and analysis points in graph order (models/model_points.h).
+  virtual ModelPoints points() const = 0;
   // Number of labelled positions (the denominator of loss()).
   static int64_t count_labels(const Tensor& labels);
 

@@ -1,4 +1,4 @@
-// OPT, a pre-LN decoder for causal language modelling (paper-spec §3.2):
+// OPT, a pre-LN decoder for causal language modelling (method.md §3.2):
 //
 //   h0 = E_tok[ids] + E_pos[pos + 2]              (learned positions with OPT's offset of 2)
 //   h_l = TransformerBlock_l(h_{l-1})            (pre-LN, causal attention, ReLU FFN)
@@ -29,6 +29,7 @@ class Opt : public Model {
 
   Tensor loss(const Batch& batch, double label_smoothing = 0.0) const override;
   Tensor logits(const Batch& batch) const override;
+  ModelPoints points() const override;
   Tensor decode(const Tensor& input_ids) const;  // LN_final(h_L) [B, T, d]
 
   static constexpr int64_t kPositionOffset = 2;

@@ -35,7 +35,7 @@ data::Batch text_batch(const data::TokenBlocks& blocks, std::span<const int64_t>
 void set_text_builders(RunData& out, std::shared_ptr<const data::TokenBlocks> train,
                        std::shared_ptr<const data::TokenBlocks> validation,
                        const RunConfig& config) {
-  const bool masked_lm = config.model.family == "bert";
+  const bool masked_lm = config.model.family == Family::bert;
   data::MlmOptions train_mlm;
   train_mlm.vocab_size = config.model.vocab_size;
   train_mlm.probability = config.data.mlm_probability;
@@ -157,7 +157,7 @@ RunData load_run_data(const RunConfig& config) {
   RunData out;
   const ModelConfig& model = config.model;
   const std::string& dataset = config.data.dataset;
-  if (model.family == "vit") {
+  if (model.family == Family::vit) {
     std::shared_ptr<const data::ImageDataset> train, validation;
     if (dataset == "synthetic") {
       train = std::make_shared<data::ImageDataset>(
@@ -178,7 +178,7 @@ RunData load_run_data(const RunConfig& config) {
                                   out.train_samples, out.validation_samples);
     return out;
   }
-  const bool causal = model.family == "opt";
+  const bool causal = model.family == Family::opt;
   if (dataset == "synthetic") {
     auto train = std::make_shared<const data::TokenBlocks>(synthetic_token_blocks(
         kSyntheticTrainSamples, model.max_length, model.vocab_size, config.train.seed, causal));

@@ -10,11 +10,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <vector>
 
 #include "autograd/engine.h"
 #include "autograd/functions.h"
+#include "models/run_data.h"
+#include "models/training_checkpoint.h"
 #include "nn/checkpoint.h"
 #include "optim/adamw.h"
 #include "optim/clip_grad.h"
@@ -119,15 +123,15 @@ class Progress {
   bool enabled_, terminal_;
 };
 
-std::string evaluation_summary(const std::string& family, const EvaluationResult& r) {
-  if (family == "vit")
+std::string evaluation_summary(Family family, const EvaluationResult& r) {
+  if (family == Family::vit)
     return fmt::format("val_loss {:.4f}  val_accuracy {:.2f}%", r.loss, 100 * r.accuracy);
   return fmt::format("val_loss {:.4f}  val_perplexity {:.2f}", r.loss, r.perplexity);
 }
 
-void add_evaluation(nlohmann::json& record, const std::string& family, const EvaluationResult& r) {
+void add_evaluation(nlohmann::json& record, Family family, const EvaluationResult& r) {
   record["val_loss"] = r.loss;
-  if (family == "vit")
+  if (family == Family::vit)
     record["val_accuracy"] = r.accuracy;
   else
     record["val_perplexity"] = r.perplexity;
@@ -141,6 +145,191 @@ std::string checkpoint_path(const std::string& run_dir) {
 std::string final_model_path(const std::string& run_dir) {
   return (fs::path(run_dir) / "model.safetensors").string();
 }
+
+namespace {
+
+// The files of a run directory (README, "Pretraining").
+struct RunFiles {
+  std::string dir, config, metrics, checkpoint;
+};
+
+RunFiles run_files(const std::string& run_dir) {
+  return {run_dir, (fs::path(run_dir) / "config.json").string(),
+          (fs::path(run_dir) / "metrics.jsonl").string(), checkpoint_path(run_dir)};
+}
+
+// Step 1. A resumed run needs its checkpoint and the same resolved configuration; a fresh run
+// needs a directory without a run in it, which the leader creates with config.json (and without a
+// stale metrics.jsonl).
+void prepare_run_directory(const RunFiles& files, const nlohmann::json& config_json,
+                           const std::string& config_text, bool resume, bool leader) {
+  if (resume) {
+    QT_CHECK(fs::exists(files.checkpoint),
+             "pretrain --resume: no checkpoint {} (start the run without --resume first)",
+             files.checkpoint);
+    QT_CHECK(fs::exists(files.config), "pretrain --resume: {} is missing", files.config);
+    const nlohmann::json stored =
+        nlohmann::json::parse(read_text_file(files.config), nullptr, false);
+    QT_CHECK(!stored.is_discarded(), "pretrain --resume: {} is not valid JSON", files.config);
+    const std::vector<std::string> differences = config_differences(stored, config_json);
+    QT_CHECK(differences.empty(),
+             "pretrain --resume: the configuration differs from the run's {}:\n  {}", files.config,
+             fmt::join(differences, "\n  "));
+  } else if (leader) {
+    QT_CHECK(!fs::exists(files.checkpoint),
+             "pretrain: {} already holds a run (checkpoint {}); use --resume to continue it or "
+             "choose another train.run_dir",
+             files.dir, files.checkpoint);
+    fs::create_directories(files.dir);
+    write_text_atomically(files.config, config_text + "\n");
+    if (fs::exists(files.metrics)) fs::remove(files.metrics);
+  }
+}
+
+// The model, its optimizer and the step the loop starts at.
+struct TrainingRun {
+  std::shared_ptr<Model> model;
+  std::unique_ptr<optim::AdamW> optimizer;
+  std::vector<Tensor> parameters;
+  int64_t step = 0;
+};
+
+// Step 2. A fresh model from the seed (AdamW over the weight-decay groups), or the checkpoint's
+// model, optimizer state and step (metrics after that step are dropped); then every rank holds
+// rank 0's parameters.
+TrainingRun resume_or_initialise(const RunConfig& config, const RunFiles& files, bool resume,
+                                 bool leader, Progress& progress) {
+  const TrainingConfig& train = config.train;
+  TrainingRun run;
+  run.model = build_model(config.model, train.seed);
+  run.model->train();
+  optim::WeightDecayRule rule;
+  rule.weight_decay = train.weight_decay;
+  rule.decay_layer_norm_weight = train.weight_decay_layer_norm;
+  if (config.model.family == Family::vit)
+    rule.no_decay_names = {"cls_token", "position_embeddings"};
+  run.optimizer = std::make_unique<optim::AdamW>(
+      optim::weight_decay_groups(run.model->named_parameters(), rule),
+      optim::AdamWOptions{train.beta1, train.beta2, train.eps});
+  run.parameters = run.model->parameters();
+  if (resume) {
+    const TrainingState state =
+        load_training_checkpoint(files.checkpoint, *run.model, *run.optimizer);
+    run.step = state.step;
+    if (leader) truncate_metrics(files.metrics, run.step);
+    progress.line(fmt::format("resumed {} at step {}", files.checkpoint, run.step));
+  }
+  distributed::broadcast_parameters(run.parameters);
+  return run;
+}
+
+struct StepResult {
+  double loss = 0;       // mean token loss over the global batch
+  double grad_norm = 0;  // before clipping
+  double lr = 0;
+};
+
+// Step 3. One optimizer step on this rank's micro-batches: each micro-batch's mean loss is
+// weighted by its share of the global number of labelled positions N, so the gradient is that of
+// (sum of token losses) / N (the header); gradients averaged over ranks, clipped, AdamW at the
+// schedule's lr. A NaN / Inf loss or gradient norm stops before the optimizer step.
+StepResult training_step(const RunConfig& config, const TrainOptions& options, TrainingRun& run,
+                         data::BatchLoader& loader, std::vector<Batch>& micro_batches,
+                         const optim::Schedule& schedule, const std::string& checkpoint_file) {
+  const TrainingConfig& train = config.train;
+  const int rank = distributed::rank(), world = distributed::world_size();
+  const int64_t step = run.step;
+  // This rank's micro-batches and the global number of labelled positions N.
+  double local_labels = 0;
+  std::vector<int64_t> labels(micro_batches.size());
+  for (size_t j = 0; j < micro_batches.size(); ++j) {
+    micro_batches[j] = to_model_batch(loader.next());
+    labels[j] = Model::count_labels(micro_batches[j].labels);
+    local_labels += static_cast<double>(labels[j]);
+  }
+  const double global_labels = distributed::allreduce_sum(local_labels);
+  QT_CHECK(global_labels > 0, "pretrain: step {} has no labelled positions", step);
+  // Forward + backward.
+  double loss_sum = 0;
+  for (size_t j = 0; j < micro_batches.size(); ++j) {
+    if (labels[j] == 0) continue;
+    run.model->dropout_state->seed = train.seed + static_cast<uint64_t>(rank);
+    run.model->dropout_state->step =
+        static_cast<uint64_t>(step * train.accumulation + static_cast<int64_t>(j));
+    Tensor loss = run.model->loss(micro_batches[j], train.label_smoothing);
+    if (step == options.faults.poison_step) loss = qt::mul(loss, std::nan(""));
+    const double weight = static_cast<double>(labels[j]) * world / global_labels;
+    qt::backward(qt::mul(loss, weight));
+    loss_sum += loss.item() * static_cast<double>(labels[j]);
+  }
+  StepResult result;
+  result.loss = distributed::allreduce_sum(loss_sum) / global_labels;
+  distributed::average_gradients(run.parameters);
+  result.grad_norm = train.clip_norm > 0 ? optim::clip_grad_norm(run.parameters, train.clip_norm)
+                                         : optim::gradient_norm(run.parameters);
+  if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
+    const bool have_checkpoint = fs::exists(checkpoint_file);
+    throw Error(fmt::format(
+        "pretrain: the loss is {} and the gradient norm {} at step {}; stopping before the "
+        "optimizer step. {} (try a lower train.lr or a stronger train.clip_norm)",
+        result.loss, result.grad_norm, step + 1,
+        have_checkpoint ? fmt::format("The last good checkpoint is {}.", checkpoint_file)
+                        : std::string("No checkpoint was written yet.")));
+  }
+  result.lr = optim::lr_at(schedule, step);
+  run.optimizer->step(result.lr);
+  run.optimizer->zero_grad();
+  ++run.step;
+  return result;
+}
+
+// Throughput and time since the loop started, for the log lines.
+struct LogWindow {
+  Clock::time_point loop_start, window_start;
+  int64_t first_step = 0;
+  int64_t steps = 0;  // steps since window_start
+};
+
+// Step 4. At a log or evaluation step: one metrics.jsonl record (leader), the progress line and,
+// at evaluation steps, the validation loss / perplexity or accuracy.
+void log_and_evaluate(const RunConfig& config, const RunFiles& files, const RunData& data,
+                      TrainingRun& run, const StepResult& step_result, bool evaluate_now,
+                      int64_t tokens_per_step, LogWindow& window, Progress& progress,
+                      TrainResult& result) {
+  const TrainingConfig& train = config.train;
+  const int64_t step = run.step;
+  const double window_seconds = seconds_since(window.window_start);
+  const double tokens_per_s = tokens_per_step * window.steps / std::max(window_seconds, 1e-9);
+  const double elapsed = seconds_since(window.loop_start);
+  const double eta = elapsed / static_cast<double>(step - window.first_step) *
+                     static_cast<double>(train.steps - step);
+  nlohmann::json record = {{"step", step},
+                           {"loss", step_result.loss},
+                           {"lr", step_result.lr},
+                           {"grad_norm", step_result.grad_norm},
+                           {"tokens_per_s", tokens_per_s},
+                           {"elapsed_s", elapsed}};
+  progress.update(fmt::format(
+      "step {}/{}  loss {:.4f}  lr {:.3e}  |g| {:.3f}  {:.0f} tok/s  elapsed {}  eta {}", step,
+      train.steps, step_result.loss, step_result.lr, step_result.grad_norm, tokens_per_s,
+      format_duration(elapsed), format_duration(eta)));
+  if (evaluate_now) {
+    const int64_t micro_batch = train.batch_size / train.accumulation;
+    result.validation = evaluate(*run.model, data, micro_batch, train.eval_batches);
+    add_evaluation(record, config.model.family, result.validation);
+    progress.line(fmt::format("step {}/{}  loss {:.4f}  {}", step, train.steps, step_result.loss,
+                              evaluation_summary(config.model.family, result.validation)));
+  }
+  if (distributed::rank() == 0) {
+    std::ofstream metrics(files.metrics, std::ios::app);
+    metrics << record.dump() << "\n";
+    QT_CHECK(metrics.good(), "pretrain: cannot append to {}", files.metrics);
+  }
+  window.window_start = Clock::now();
+  window.steps = 0;
+}
+
+}  // namespace
 
 TrainResult pretrain(const RunConfig& config, const TrainOptions& options) {
   const Clock::time_point start = Clock::now();
@@ -157,71 +346,30 @@ TrainResult pretrain(const RunConfig& config, const TrainOptions& options) {
   const std::string config_text = config_json.dump(2);
   distributed::check_identical("the resolved configuration", config_text);
 
-  // ---- run directory
-  const std::string run_dir = train.run_dir;
-  const std::string config_file = (fs::path(run_dir) / "config.json").string();
-  const std::string metrics_file = (fs::path(run_dir) / "metrics.jsonl").string();
-  const std::string checkpoint_file = checkpoint_path(run_dir);
-  if (options.resume) {
-    QT_CHECK(fs::exists(checkpoint_file),
-             "pretrain --resume: no checkpoint {} (start the run without --resume first)",
-             checkpoint_file);
-    QT_CHECK(fs::exists(config_file), "pretrain --resume: {} is missing", config_file);
-    const nlohmann::json stored =
-        nlohmann::json::parse(read_text_file(config_file), nullptr, false);
-    QT_CHECK(!stored.is_discarded(), "pretrain --resume: {} is not valid JSON", config_file);
-    const std::vector<std::string> differences = config_differences(stored, config_json);
-    QT_CHECK(differences.empty(),
-             "pretrain --resume: the configuration differs from the run's {}:\n  {}", config_file,
-             fmt::join(differences, "\n  "));
-  } else if (leader) {
-    QT_CHECK(!fs::exists(checkpoint_file),
-             "pretrain: {} already holds a run (checkpoint {}); use --resume to continue it or "
-             "choose another train.run_dir",
-             run_dir, checkpoint_file);
-    fs::create_directories(run_dir);
-    write_text_atomically(config_file, config_text + "\n");
-    if (fs::exists(metrics_file)) fs::remove(metrics_file);
-  }
+  const RunFiles files = run_files(train.run_dir);
+  prepare_run_directory(files, config_json, config_text, options.resume, leader);
   Progress progress(leader && options.progress);
 
-  // ---- data (rank 0 first: it may train and save the tokenizer, which the others then load)
+  // The data (rank 0 first: it may train and save the tokenizer, which the others then load).
   RunData data;
   if (leader) data = load_run_data(config);
   distributed::allreduce_sum(0.0);  // barrier
   if (!leader) data = load_run_data(config);
   if (leader && !data.tokenizer_path.empty())
-    write_text_atomically((fs::path(run_dir) / "tokenizer.json").string(),
+    write_text_atomically((fs::path(files.dir) / "tokenizer.json").string(),
                           read_text_file(data.tokenizer_path));
   progress.line(fmt::format("data: {}", data.description));
 
-  // ---- model and optimizer
-  std::shared_ptr<Model> model = build_model(config.model, train.seed);
-  model->train();
-  optim::WeightDecayRule rule;
-  rule.weight_decay = train.weight_decay;
-  rule.decay_layer_norm_weight = train.weight_decay_layer_norm;
-  if (config.model.family == "vit") rule.no_decay_names = {"cls_token", "position_embeddings"};
-  optim::AdamW optimizer(optim::weight_decay_groups(model->named_parameters(), rule),
-                         {train.beta1, train.beta2, train.eps});
-  const std::vector<Tensor> parameters = model->parameters();
+  TrainingRun run = resume_or_initialise(config, files, options.resume, leader, progress);
   const optim::Schedule schedule = make_schedule(train);
-  int64_t step = 0;
-  if (options.resume) {
-    const nn::TrainingState state =
-        nn::load_training_checkpoint(checkpoint_file, *model, optimizer);
-    step = state.step;
-    if (leader) truncate_metrics(metrics_file, step);
-    progress.line(fmt::format("resumed {} at step {}", checkpoint_file, step));
-  }
-  distributed::broadcast_parameters(parameters);
   int64_t parameter_count = 0;
-  for (const Tensor& p : parameters) parameter_count += p.numel();
+  for (const Tensor& p : run.parameters) parameter_count += p.numel();
   progress.line(fmt::format(
       "model: {} ({} layers x {}, {} heads, softmax {}, gate {}), {:.2f} M "
       "parameters; {} rank(s) x {} thread(s)",
-      config.model.family, config.model.layers, config.model.hidden, config.model.heads,
-      config.model.softmax, config.model.gate, parameter_count / 1e6, world, num_threads()));
+      family_name(config.model.family), config.model.layers, config.model.hidden,
+      config.model.heads, nn::softmax_kind_name(config.model.softmax),
+      nn::gate_kind_name(config.model.gate), parameter_count / 1e6, world, num_threads()));
 
   data::BatchLoaderOptions loader_options;
   loader_options.global_batch_size = micro_batch;
@@ -229,124 +377,55 @@ TrainResult pretrain(const RunConfig& config, const TrainOptions& options) {
   loader_options.world_size = world;
   loader_options.seed = train.seed;
   loader_options.prefetch = 2;
-  loader_options.first_step = step * train.accumulation;
+  loader_options.first_step = run.step * train.accumulation;
   data::BatchLoader loader(data.train_samples, data.train_batch, loader_options);
   QT_CHECK(loader.batches_per_epoch() > 0,
            "pretrain: the training split has {} samples, fewer than one batch of {}",
            data.train_samples, micro_batch);
 
-  auto save_checkpoint = [&](int64_t at_step) {
+  const auto save_checkpoint = [&](int64_t at_step) {
     if (!leader) return;
-    nn::TrainingState state;
+    TrainingState state;
     state.step = at_step;
-    state.dropout = *model->dropout_state;
-    state.dropout.seed = train.seed;  // every rank derives its own seed from it (see below)
-    nn::save_training_checkpoint(checkpoint_file, *model, optimizer, state, config_text);
+    state.dropout = *run.model->dropout_state;
+    state.dropout.seed = train.seed;  // every rank derives its own seed from it (training_step)
+    save_training_checkpoint(files.checkpoint, *run.model, *run.optimizer, state, config_text);
   };
 
   TrainResult result;
-  std::vector<models::Batch> micro_batches(static_cast<size_t>(train.accumulation));
+  std::vector<Batch> micro_batches(static_cast<size_t>(train.accumulation));
   const int64_t tokens_per_step = train.batch_size * data.tokens_per_sample;
-  const Clock::time_point loop_start = Clock::now();
-  const int64_t first_step = step;
-  Clock::time_point window_start = loop_start;
-  int64_t window_steps = 0;
+  LogWindow window;
+  window.loop_start = window.window_start = Clock::now();
+  window.first_step = run.step;
   const int64_t end_step =
       options.stop_at_step >= 0 ? std::min(options.stop_at_step, train.steps) : train.steps;
-  while (step < end_step) {
-    if (rank == options.fail_rank && step == options.fail_at_step) {
+  while (run.step < end_step) {
+    if (rank == options.faults.fail_rank && run.step == options.faults.fail_at_step) {
       std::fprintf(stderr, "rank %d: simulated crash at step %lld (QTLAB_FAULT_INJECT)\n", rank,
-                   static_cast<long long>(step));
+                   static_cast<long long>(run.step));
       std::fflush(stderr);
       std::_Exit(3);
     }
-    // 1. this rank's micro-batches and the global number of labelled positions N
-    double local_labels = 0;
-    std::vector<int64_t> labels(micro_batches.size());
-    for (size_t j = 0; j < micro_batches.size(); ++j) {
-      micro_batches[j] = to_model_batch(loader.next());
-      labels[j] = Model::count_labels(micro_batches[j].labels);
-      local_labels += static_cast<double>(labels[j]);
-    }
-    const double global_labels = distributed::allreduce_sum(local_labels);
-    QT_CHECK(global_labels > 0, "pretrain: step {} has no labelled positions", step);
-    // 2. forward + backward: gradient of (sum of token losses) / N, see the header
-    double loss_sum = 0;
-    for (size_t j = 0; j < micro_batches.size(); ++j) {
-      if (labels[j] == 0) continue;
-      model->dropout_state->seed = train.seed + static_cast<uint64_t>(rank);
-      model->dropout_state->step =
-          static_cast<uint64_t>(step * train.accumulation + static_cast<int64_t>(j));
-      Tensor loss = model->loss(micro_batches[j], train.label_smoothing);
-      if (step == options.poison_step) loss = qt::mul(loss, std::nan(""));
-      const double weight = static_cast<double>(labels[j]) * world / global_labels;
-      qt::backward(qt::mul(loss, weight));
-      loss_sum += loss.item() * static_cast<double>(labels[j]);
-    }
-    const double step_loss = distributed::allreduce_sum(loss_sum) / global_labels;
-    distributed::average_gradients(parameters);
-    const double grad_norm = train.clip_norm > 0
-                                 ? optim::clip_grad_norm(parameters, train.clip_norm)
-                                 : optim::gradient_norm(parameters);
-    if (!std::isfinite(step_loss) || !std::isfinite(grad_norm)) {
-      const bool have_checkpoint = fs::exists(checkpoint_file);
-      throw Error(fmt::format(
-          "pretrain: the loss is {} and the gradient norm {} at step {}; stopping before the "
-          "optimizer step. {} (try a lower train.lr or a stronger train.clip_norm)",
-          step_loss, grad_norm, step + 1,
-          have_checkpoint ? fmt::format("The last good checkpoint is {}.", checkpoint_file)
-                          : std::string("No checkpoint was written yet.")));
-    }
-    const double lr = optim::lr_at(schedule, step);
-    optimizer.step(lr);
-    optimizer.zero_grad();
-    ++step;
-    ++window_steps;
-    result.last_loss = step_loss;
-
-    // 3. logging, evaluation, checkpoints
+    const StepResult step_result =
+        training_step(config, options, run, loader, micro_batches, schedule, files.checkpoint);
+    ++window.steps;
+    result.last_loss = step_result.loss;
+    const int64_t step = run.step;
     const bool last = step == end_step;
-    const bool log_now = step % train.log_every == 0 || last;
     const bool evaluate_now = step % train.eval_every == 0 || last;
-    if (log_now || evaluate_now) {
-      const double window_seconds = seconds_since(window_start);
-      const double tokens_per_s = tokens_per_step * window_steps / std::max(window_seconds, 1e-9);
-      const double elapsed = seconds_since(loop_start);
-      const double eta = elapsed / static_cast<double>(step - first_step) *
-                         static_cast<double>(train.steps - step);
-      nlohmann::json record = {{"step", step},
-                               {"loss", step_loss},
-                               {"lr", lr},
-                               {"grad_norm", grad_norm},
-                               {"tokens_per_s", tokens_per_s},
-                               {"elapsed_s", elapsed}};
-      progress.update(
-          fmt::format("step {}/{}  loss {:.4f}  lr {:.3e}  |g| {:.3f}  {:.0f} tok/s  "
-                      "elapsed {}  eta {}",
-                      step, train.steps, step_loss, lr, grad_norm, tokens_per_s,
-                      format_duration(elapsed), format_duration(eta)));
-      if (evaluate_now) {
-        result.validation = evaluate(*model, data, micro_batch, train.eval_batches);
-        add_evaluation(record, config.model.family, result.validation);
-        progress.line(fmt::format("step {}/{}  loss {:.4f}  {}", step, train.steps, step_loss,
-                                  evaluation_summary(config.model.family, result.validation)));
-      }
-      if (leader) {
-        std::ofstream metrics(metrics_file, std::ios::app);
-        metrics << record.dump() << "\n";
-        QT_CHECK(metrics.good(), "pretrain: cannot append to {}", metrics_file);
-      }
-      window_start = Clock::now();
-      window_steps = 0;
-    }
+    if (step % train.log_every == 0 || evaluate_now)
+      log_and_evaluate(config, files, data, run, step_result, evaluate_now, tokens_per_step, window,
+                       progress, result);
     if (step % train.checkpoint_every == 0 || last) save_checkpoint(step);
   }
-  if (leader && step == train.steps) nn::save_model(final_model_path(run_dir), *model, config_text);
-  result.steps = step;
+  if (leader && run.step == train.steps)
+    nn::save_model(final_model_path(files.dir), *run.model, config_text);
+  result.steps = run.step;
   result.seconds = seconds_since(start);
-  progress.line(fmt::format("done: {} steps in {}; {} and {}", step,
-                            format_duration(result.seconds), checkpoint_file,
-                            final_model_path(run_dir)));
+  progress.line(fmt::format("done: {} steps in {}; {} and {}", run.step,
+                            format_duration(result.seconds), files.checkpoint,
+                            final_model_path(files.dir)));
   return result;
 }
 

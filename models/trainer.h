@@ -46,12 +46,15 @@ struct TrainOptions {
   // Stop (after checkpointing) once this many steps are done, though train.steps is larger: long
   // runs done in pieces, e.g. one per working session, resumed with --resume (-1: run to the end).
   int64_t stop_at_step = -1;
-  // Test hook for the failure tests: the rank that calls std::_Exit(3) at the start of step
-  // fail_at_step, as a crash would (-1: never). Set from QTLAB_FAULT_INJECT="rank:step".
-  int fail_rank = -1;
-  int64_t fail_at_step = -1;
-  // Test hook for the NaN test: the loss of this step is replaced by NaN (-1: never).
-  int64_t poison_step = -1;
+  // Test-only: simulated failures (TrainingFaults). Runs leave it at its defaults.
+  struct TrainingFaults {
+    // The rank that calls std::_Exit(3) at the start of step fail_at_step, as a crash would
+    // (-1: never). Set from QTLAB_FAULT_INJECT="rank:step" (tests/test_distributed.cpp).
+    int fail_rank = -1;
+    int64_t fail_at_step = -1;
+    // The loss of this step is replaced by NaN (-1: never; tests/test_trainer.cpp).
+    int64_t poison_step = -1;
+  } faults;
 };
 
 struct TrainResult {

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "autograd/functions.h"
+#include "models/point_table_builder.h"
 #include "nn/activation_tap.h"
 #include "nn/cross_entropy.h"
 #include "tensor/create.h"
@@ -51,6 +52,39 @@ Vit::Vit(const ModelConfig& c, uint64_t seed) : Model(c, seed) {
   }
   init_normal(classifier->weight, c.init_std, rng);
   init_zeros(classifier->bias);
+}
+
+ModelPoints Vit::points() const {
+  using B = PointTableBuilder;
+  ModelPoints table = B::empty_table("vit", config.layers, config.heads);
+  PointTableBuilder add(table);
+  // The official code has no ViT; the placement follows BERT by analogy [inferred].
+  add.linear(*patch_embedding);  // the stride-p convolution
+  if (patch_layer_norm) add.layer_norm(*patch_layer_norm, PointBits::layer_norm);
+  add.weight("cls_token");
+  add.weight("position_embeddings");
+  add.activation(B::tap_point(*this, "embedding_sum"));  // [CLS; patches] + positions
+  BlockPointOptions block;
+  block.context = ContextPoint::after_gate;
+  for (size_t l = 0; l < layers.size(); ++l) add.block(*layers[l], static_cast<int64_t>(l), block);
+  add.layer_norm(*final_layer_norm, PointBits::final_layer_norm);
+  // The classifier: quantized by default ("all weights and activations ... except the final
+  // linear layer for BERT and OPT").
+  add.linear(*classifier, -1, /*in_head=*/true);
+
+  AnalysisDescription& analysis = table.analysis;
+  analysis.kurtosis_batches = -1;
+  analysis.image_positions = true;
+  HeadlineDefinition& headline = analysis.headline;
+  const auto block_outputs = points_with_role(table, AnalysisRole::block_output);
+  headline.extra_max_inf_norms = {
+      {"max_ffn_output_inf_norm", points_with_role(table, AnalysisRole::ffn_output)}};
+  headline.max_inf_norm_points = block_outputs;
+  headline.max_inf_norm_definition = "max over the block outputs";
+  headline.kurtosis_points = block_outputs;
+  headline.kurtosis_definition = "mean over the block outputs";
+  table.quantization.head_quantized = true;
+  return table;
 }
 
 Tensor Vit::encode(const Tensor& patches) const {

@@ -1,4 +1,4 @@
-// Vision Transformer for classification (paper-spec §3.3), sized for 28x28 images:
+// Vision Transformer for classification (method.md §3.3), sized for 28x28 images:
 //
 //   x = patches W_p^T + b_p                        ([B, N, p*p*C] -> [B, N, d]; = a stride-p conv)
 //   x = LN_patch(x)                                (optional: the paper's "patch LN", Table 7)
@@ -29,6 +29,7 @@ class Vit : public Model {
 
   Tensor loss(const Batch& batch, double label_smoothing = 0.0) const override;
   Tensor logits(const Batch& batch) const override;
+  ModelPoints points() const override;
   Tensor encode(const Tensor& patches) const;  // LN_final(x_L) [B, N+1, d]
 
   int64_t num_patches() const;

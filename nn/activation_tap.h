@@ -1,9 +1,9 @@
 // Activation taps: named points in a model's forward pass where a tool may look at an activation
 // or replace it. Nothing else in the forward pass changes, so one model serves three purposes:
 //   training / FP evaluation    no tap installed: tap() returns its input (one pointer test);
-//   quantized evaluation        quant/ installs fake quantizers at the points of paper-spec §4.3;
+//   quantized evaluation        quant/ installs fake quantizers at the points of method.md §4.3;
 //   outlier analysis            the analysis records infinity norms, kurtosis, outlier positions
-//                               and attention probabilities at the points of paper-spec §5.
+//                               and attention probabilities at the points of method.md §5.
 // (The paper's repository does the same by "hijacking" module outputs with forward hooks.)
 //
 // A point is named "<module path>:<what>", the module path being the dotted name of the module

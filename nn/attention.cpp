@@ -4,9 +4,6 @@
 // Q/K/V projections to the core too (attention_core_projected: one GEMM for all three).
 #include "nn/attention.h"
 
-#include <algorithm>
-#include <cctype>
-
 #include "autograd/functions.h"
 #include "nn/activation_tap.h"
 #include "nn/attention_core.h"
@@ -14,25 +11,6 @@
 #include "nn/clipped_softmax.h"
 
 namespace qt::nn {
-
-SoftmaxKind parse_softmax_kind(const std::string& name) {
-  if (name == "vanilla") return SoftmaxKind::vanilla;
-  if (name == "clipped") return SoftmaxKind::clipped;
-  fail("attention: unknown softmax kind '{}' (expected vanilla or clipped)", name);
-}
-
-GateKind parse_gate_kind(const std::string& name) {
-  if (name == "none") return GateKind::none;
-  if (name == "linear") return GateKind::linear_per_head;
-  if (name == "mlp") return GateKind::mlp_per_head;
-  if (name == "all-heads-linear") return GateKind::all_heads_linear;
-  if (name == "unconditional") return GateKind::unconditional_per_head;
-  if (name == "conditional-per-head") return GateKind::conditional_per_head;
-  fail(
-      "attention: unknown gate kind '{}' (expected none, linear, mlp, all-heads-linear, "
-      "unconditional or conditional-per-head)",
-      name);
-}
 
 Attention::Attention(const AttentionOptions& options_, std::shared_ptr<DropoutState> dropout_state_,
                      InitRng& rng)
@@ -44,13 +22,8 @@ Attention::Attention(const AttentionOptions& options_, std::shared_ptr<DropoutSt
            "Attention: probability_dropout {} is outside [0, 1)", options.probability_dropout);
   QT_CHECK(options.probability_dropout == 0.0f || dropout_state != nullptr,
            "Attention: probability_dropout {} needs a DropoutState", options.probability_dropout);
-  if (options.alpha != 0.0) {
-    QT_CHECK(options.alpha > 0.0 && options.max_length > 0,
-             "Attention: alpha = {} with max_length = {} (alpha must be > 0 and max_length > 0)",
-             options.alpha, options.max_length);
-  } else if (options.softmax == SoftmaxKind::clipped) {
-    check_clip_range(options.gamma, options.zeta, "Attention");
-  }
+  if (options.softmax.clipped)
+    check_clip_range(options.softmax.gamma, options.softmax.zeta, "Attention");
   // Children in the reference repo's order (query, key, value, then the gate `alpha`), with the
   // output projection before the gate (see attention.h for the full name list).
   query =
@@ -66,26 +39,13 @@ Attention::Attention(const AttentionOptions& options_, std::shared_ptr<DropoutSt
                                        options.gate_pi_init, options.gate_mlp_hidden, rng));
 }
 
-// The alpha override (spec §1.3): gamma = -alpha / max_length, zeta = 1, ignoring `softmax`.
-double Attention::gamma() const {
-  if (options.alpha > 0.0) return -options.alpha / static_cast<double>(options.max_length);
-  return options.softmax == SoftmaxKind::clipped ? options.gamma : 0.0;
-}
-
-double Attention::zeta() const {
-  if (options.alpha > 0.0) return 1.0;
-  return options.softmax == SoftmaxKind::clipped ? options.zeta : 1.0;
-}
-
 Tensor Attention::forward(const Tensor& x, const Tensor& key_padding_mask) const {
   check_defined(x, "Attention");
   QT_CHECK(x.dim() == 3 && x.shape()[2] == options.hidden,
            "Attention: input must be [B, T, {}], got {}", options.hidden, shape_str(x.shape()));
   AttentionCoreOptions core;
   core.heads = options.heads;
-  core.clipped = options.alpha > 0.0 || options.softmax == SoftmaxKind::clipped;
-  core.gamma = gamma();
-  core.zeta = zeta();
+  core.softmax = options.softmax;
   core.causal = options.causal;
   if (is_training() && options.probability_dropout > 0.0f) {
     core.dropout = options.probability_dropout;
@@ -94,7 +54,7 @@ Tensor Attention::forward(const Tensor& x, const Tensor& key_padding_mask) const
   }
   // The gate reads the same x as the projections; pi [B, T, H].
   Tensor pi;
-  if (gate) pi = tap(*this, "gate", std::static_pointer_cast<AttentionGate>(gate)->forward(x));
+  if (gate) pi = tap(*this, "gate", gate->forward(x));
   Tensor context;
   // While activation taps are installed (nn/activation_tap.h) the composed path runs, so that the
   // query / key / value Linear outputs exist as tensors to observe.

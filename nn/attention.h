@@ -1,4 +1,4 @@
-// Multi-head self-attention with the paper's two fixes as options (paper-spec §1, §2, §8.1):
+// Multi-head self-attention with the paper's two fixes as options (method.md §1, §2, §8.1):
 //
 //   Q, K, V = x W_{q,k,v}^T + b                    (each d -> d, split into H heads of d_h = d/H)
 //   S       = Q_i K_i^T / sqrt(d_h) + mask          (causal and/or key padding; masked p = 0)
@@ -18,6 +18,8 @@
 #include <memory>
 #include <string>
 
+#include "nn/attention_gate.h"
+#include "nn/clipped_softmax.h"
 #include "nn/dropout.h"
 #include "nn/init.h"
 #include "nn/linear.h"
@@ -25,26 +27,12 @@
 
 namespace qt::nn {
 
-enum class SoftmaxKind { vanilla, clipped };
-
-enum class GateKind {
-  none,
-  linear_per_head,   // conditional per token: H x Linear(d_h -> 1), bias = logit(pi_init)
-  mlp_per_head,      // conditional per token: H x [Linear(d_h -> n_hid), ReLU, Linear(n_hid -> 1)]
-  all_heads_linear,  // conditional per token: one Linear(d -> H) on the full input
-  unconditional_per_head,  // a free logit per head, initialised to 0 (pi = 0.5)
-  conditional_per_head,    // per-head Linear(d_h -> 1) logits, mean over T, then sigmoid
-};
-
 struct AttentionOptions {
   int64_t hidden = 256;  // d
   int64_t heads = 4;     // H; d_h = hidden / heads
-  SoftmaxKind softmax = SoftmaxKind::vanilla;
-  double gamma = 0.0;  // clipped softmax stretch, gamma <= 0
-  double zeta = 1.0;   // zeta >= 1
-  // If alpha > 0: gamma = -alpha / max_length, zeta = 1, and the softmax is clipped (spec §1.3).
-  double alpha = 0.0;
-  int64_t max_length = 128;  // the configured T used by alpha
+  // Plain or clipped with (gamma, zeta), already resolved from the config (resolve_softmax_clip:
+  // the alpha / T form is turned into gamma there); passed unchanged to the core.
+  SoftmaxClip softmax;
   GateKind gate = GateKind::none;
   double gate_pi_init = 0.5;    // linear_per_head / conditional_per_head: bias = logit(pi_init)
   int64_t gate_mlp_hidden = 0;  // mlp_per_head: n_hid (0 -> d_h / 4, the repo's choice)
@@ -53,11 +41,6 @@ struct AttentionOptions {
   bool fused = true;              // false: the composed-ops reference path
   uint64_t dropout_layer_id = 0;  // this site's dropout stream id
 };
-
-// Parses "vanilla" / "clipped" and "none" / "linear" / "mlp" / "all-heads-linear" /
-// "unconditional" / "conditional-per-head"; an unknown name throws naming it.
-SoftmaxKind parse_softmax_kind(const std::string& name);
-GateKind parse_gate_kind(const std::string& name);
 
 class Attention : public Module {
  public:
@@ -74,7 +57,7 @@ class Attention : public Module {
   //   gate.*                                   BERT / OPT: the attention module's `alpha`
   //                                            (layout and mapping in attention_gate.h)
   // All four projections get PyTorch's default nn.Linear init U(+-1/sqrt(d)) for weight and bias,
-  // as the repo's replacement attention module does (spec §3.1, §8.4); models re-initialise
+  // as the repo's replacement attention module does (method.md §3.1, §8.4); models re-initialise
   // `output` where their spec says so (HF BERT keeps N(0, 0.02) on attention.output.dense).
   // The head split is PyTorch's: head h uses rows [h*d_h, (h+1)*d_h) of the query/key/value
   // weights and reads / writes columns [h*d_h, (h+1)*d_h) of the [B, T, d] activations.
@@ -93,14 +76,10 @@ class Attention : public Module {
   // dropout_stream(options.dropout_layer_id, state->step), flat index into [B, H, T, T], p).
   Tensor forward(const Tensor& x, const Tensor& key_padding_mask = Tensor()) const;
 
-  // Effective (gamma, zeta) after the alpha override.
-  double gamma() const;
-  double zeta() const;
-
   AttentionOptions options;
   std::shared_ptr<DropoutState> dropout_state;
   std::shared_ptr<Linear> query, key, value, output;
-  std::shared_ptr<Module> gate;  // undefined unless gated
+  std::shared_ptr<AttentionGate> gate;  // null unless gated
 };
 
 }  // namespace qt::nn

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "autograd/functions.h"
@@ -29,6 +30,7 @@
 #include "nn/dropout.h"
 #include "tensor/blas/gemm.h"
 #include "tensor/ops.h"
+#include "tensor/parallel_policy.h"
 #include "tensor/row_kernels.h"
 #include "tensor/threads.h"
 
@@ -40,7 +42,6 @@ using blas::Trans;
 using namespace qt::row_kernels;
 
 // Blocks smaller than this much GEMM work (multiply-adds) in total stay single-threaded.
-constexpr int64_t kParallelThreshold = 1 << 16;
 
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -69,7 +70,7 @@ struct Validated {
 void validate_gate_mask_options(const Tensor& reference, const Tensor& gate,
                                 const Tensor& key_padding_mask, const AttentionCoreOptions& options,
                                 const char* op, Validated& out) {
-  if (options.clipped) check_clip_range(options.gamma, options.zeta, op);
+  if (options.softmax.clipped) check_clip_range(options.softmax.gamma, options.softmax.zeta, op);
   QT_CHECK(options.dropout >= 0.0f && options.dropout < 1.0f,
            "{}: dropout probability {} is outside [0, 1)", op, options.dropout);
   if (gate.defined()) {
@@ -157,9 +158,10 @@ inline T clipped_value(T p, T clip_scale, T gamma, bool clipped) {
 template <typename T>
 void dropped_clipped_block(T* p, T* y, int64_t n, const AttentionCoreOptions& options,
                            uint64_t first_index, uint8_t* keep) {
-  const T clip_scale = static_cast<T>(options.zeta - options.gamma);
-  const T gamma = static_cast<T>(options.gamma);
-  for (int64_t j = 0; j < n; ++j) y[j] = clipped_value(p[j], clip_scale, gamma, options.clipped);
+  const T clip_scale = static_cast<T>(options.softmax.zeta - options.softmax.gamma);
+  const T gamma = static_cast<T>(options.softmax.gamma);
+  for (int64_t j = 0; j < n; ++j)
+    y[j] = clipped_value(p[j], clip_scale, gamma, options.softmax.clipped);
   if (options.dropout > 0.0f) {
     dropout_keep_mask(options.dropout_seed, options.dropout_stream, first_index, n, options.dropout,
                       keep);
@@ -176,12 +178,13 @@ void dropped_clipped_block(T* p, T* y, int64_t n, const AttentionCoreOptions& op
 template <typename T>
 void dropped_clipped_row_from_stored(const T* stored, T* y, int64_t n,
                                      const AttentionCoreOptions& options) {
-  const T clip_scale = static_cast<T>(options.zeta - options.gamma);
-  const T gamma = static_cast<T>(options.gamma);
+  const T clip_scale = static_cast<T>(options.softmax.zeta - options.softmax.gamma);
+  const T gamma = static_cast<T>(options.softmax.gamma);
   const T keep_scale = static_cast<T>(1.0 / (1.0 - static_cast<double>(options.dropout)));
   const bool dropout = options.dropout > 0.0f;
   for (int64_t j = 0; j < n; ++j) {
-    const T value = clipped_value(probability(stored[j]), clip_scale, gamma, options.clipped);
+    const T value =
+        clipped_value(probability(stored[j]), clip_scale, gamma, options.softmax.clipped);
     y[j] = !dropout ? value : (kept(stored[j]) ? value * keep_scale : T(0));
   }
 }
@@ -207,7 +210,7 @@ void fused_forward(const CoreOperands<T>& in, const AttentionCoreOptions& option
   const Geometry& g = in.g;
   const int64_t L = g.length, d = g.hidden, H = g.heads, dh = g.head_dim, ld = in.ld;
   const bool gated = in.pi != nullptr;
-  const bool transform = options.clipped || options.dropout > 0.0f;  // Y~ differs from P
+  const bool transform = options.softmax.clipped || options.dropout > 0.0f;  // Y~ differs from P
   const T* q = in.q;
   const T* k = in.k;
   const T* v = in.v;
@@ -225,7 +228,7 @@ void fused_forward(const CoreOperands<T>& in, const AttentionCoreOptions& option
                                                            : 0);
   const int64_t blocks = g.batch * H;
 #pragma omp parallel for schedule(static) \
-    num_threads(threads) if (blocks * L * L * dh > kParallelThreshold)
+    num_threads(threads) if (qt::worth_parallel(blocks * L * L * dh, qt::WorkCost::light))
   for (int64_t bh = 0; bh < blocks; ++bh) {
     const int64_t b = bh / H, h = bh % H;
     const int64_t in_offset = b * L * ld + h * dh;  // element (b, t=0, column h*dh) of q / k / v
@@ -280,7 +283,7 @@ void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& optio
   const int64_t L = g.length, d = g.hidden, H = g.heads, dh = g.head_dim, ld = in.ld;
   const int64_t ld_grad = out.ld_grad;
   const bool gated = in.pi != nullptr;
-  const bool transform = options.clipped || options.dropout > 0.0f;
+  const bool transform = options.softmax.clipped || options.dropout > 0.0f;
   const bool need_qk = out.dq != nullptr;
   const bool need_v = out.dv != nullptr;
   const T* q = in.q;
@@ -293,8 +296,8 @@ void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& optio
   T* dv = out.dv;
   T* dpi = out.dpi;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
-  const T clip_scale = static_cast<T>(options.zeta - options.gamma);
-  const T gamma = static_cast<T>(options.gamma);
+  const T clip_scale = static_cast<T>(options.softmax.zeta - options.softmax.gamma);
+  const T gamma = static_cast<T>(options.softmax.gamma);
   const T keep_scale = static_cast<T>(1.0 / (1.0 - static_cast<double>(options.dropout)));
   const bool masked = options.causal || in.has_padding;
   const uint8_t* key_ok = in.key_ok;
@@ -305,7 +308,7 @@ void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& optio
   std::vector<T> scratch(static_cast<size_t>(threads) * per_thread);
   const int64_t blocks = g.batch * H;
 #pragma omp parallel for schedule(static) \
-    num_threads(threads) if (blocks * L * L * dh > kParallelThreshold)
+    num_threads(threads) if (qt::worth_parallel(blocks * L * L * dh, qt::WorkCost::light))
   for (int64_t bh = 0; bh < blocks; ++bh) {
     const int64_t b = bh / H, h = bh % H;
     const int64_t in_offset = b * L * ld + h * dh;
@@ -356,23 +359,16 @@ void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& optio
       // g^_j = (zeta - gamma) m_j keep_j / (1 - p_drop) dY~_j
       if (options.dropout > 0.0f)
         for (int64_t j = 0; j < L; ++j) row[j] = kept(stored_row[j]) ? row[j] * keep_scale : T(0);
-      if (options.clipped) {
+      if (options.softmax.clipped) {
         for (int64_t j = 0; j < L; ++j) {
           const T s = clip_stretch(probability(stored_row[j]), clip_scale, gamma);
           row[j] = (s >= T(0) && s <= T(1)) ? clip_scale * row[j] : T(0);
         }
       }
       // dS_j = p_j (g^_j - sum_i g^_i p_i)
-      double lanes[kLanes] = {};
-      int64_t j0 = 0;
-      for (; j0 + kLanes <= L; j0 += kLanes)
-        for (int k = 0; k < kLanes; ++k)
-          lanes[k] += static_cast<double>(row[j0 + k]) *
-                      static_cast<double>(probability(stored_row[j0 + k]));
-      for (; j0 < L; ++j0)
-        lanes[0] += static_cast<double>(row[j0]) * static_cast<double>(probability(stored_row[j0]));
-      const T dot = static_cast<T>(((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-                                   ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])));
+      const T dot = static_cast<T>(lane_sum(L, [&](int64_t j) {
+        return static_cast<double>(row[j]) * static_cast<double>(probability(stored_row[j]));
+      }));
       for (int64_t j = 0; j < L; ++j) row[j] = probability(stored_row[j]) * (row[j] - dot);
       if (masked) {  // masked scores are constants: no gradient (matters for all-masked rows)
         const uint8_t* ok = key_ok + b * L;
@@ -419,7 +415,7 @@ const char* const kQkvParameterNames[] = {"query.weight", "query.bias",   "key.w
 template <typename T>
 void project_qkv(const T* x, const T* weight, const T* bias, int64_t rows, int64_t d, T* qkv) {
   const int64_t width = 3 * d;
-#pragma omp parallel for schedule(static) if (rows * width > kParallelThreshold)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(rows * width, qt::WorkCost::light))
   for (int64_t r = 0; r < rows; ++r) std::memcpy(qkv + r * width, bias, width * sizeof(T));
   gemm(Trans::no, Trans::yes, rows, width, d, T(1), x, d, weight, d, T(1), qkv, width);
 }
@@ -433,7 +429,7 @@ template <typename T>
 void column_sums(const T* m, int64_t rows, int64_t cols, T* sums) {
   const int64_t chunks = std::max<int64_t>(1, (rows + kColumnSumChunk - 1) / kColumnSumChunk);
   std::vector<T> partials(static_cast<size_t>(chunks * cols), T(0));
-#pragma omp parallel for schedule(static) if (rows * cols > kParallelThreshold)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(rows * cols, qt::WorkCost::light))
   for (int64_t c = 0; c < chunks; ++c) {
     T* partial = partials.data() + c * cols;
     const int64_t end = std::min(rows, (c + 1) * kColumnSumChunk);
@@ -447,6 +443,58 @@ void column_sums(const T* m, int64_t rows, int64_t cols, T* sums) {
     const T* partial = partials.data() + c * cols;
     for (int64_t j = 0; j < cols; ++j) sums[j] += partial[j];
   }
+}
+
+}  // namespace
+
+namespace {
+
+// What attention_core's forward keeps for its backward: the validated, contiguous, detached
+// inputs, the probabilities P (dropout-coded, see fused_forward) and the ungated output.
+struct CoreSaved {
+  std::shared_ptr<Validated> in;
+  AttentionCoreOptions options;
+  Tensor P, ungated;
+};
+
+// One field per input of attention_core (q, k, v, gate), as PyTorch names an op's gradients:
+// which gradients the graph needs, and the gradients (undefined where not needed).
+template <typename V>
+struct CoreInputs {
+  V q{}, k{}, v{}, gate{};
+};
+using CoreNeeds = CoreInputs<bool>;
+using CoreInputGradients = CoreInputs<Tensor>;
+
+// dL/dq, dL/dk, dL/dv, dL/dgate from dL/dC (formulas in attention_core.h).
+CoreInputGradients attention_core_backward(const CoreSaved& saved, const Tensor& grad_context,
+                                           const CoreNeeds& needs) {
+  const Validated& in = *saved.in;
+  const Geometry& g = in.g;
+  const DType dtype = in.q.dtype();
+  const Tensor dc = ops::contiguous(grad_context);
+  CoreInputGradients grads;
+  // Each block writes its full column slice of dq / dk / dv, so empty() is fully overwritten.
+  // dq and dk come from the same pass: both are computed when either is needed.
+  if (needs.q || needs.k) {
+    grads.q = Tensor::empty(dc.shape(), dtype);
+    grads.k = Tensor::empty(dc.shape(), dtype);
+  }
+  if (needs.v) grads.v = Tensor::empty(dc.shape(), dtype);
+  if (in.gate.defined() && needs.gate)
+    grads.gate = Tensor::empty({g.batch, g.length, g.heads}, dtype);
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    CoreGradients<T> out;
+    out.dq = data_or_null<T>(grads.q);
+    out.dk = data_or_null<T>(grads.k);
+    out.dv = data_or_null<T>(grads.v);
+    out.ld_grad = g.hidden;
+    out.dpi = data_or_null<T>(grads.gate);
+    fused_backward<T>(operands<T>(in, in.q, in.k, in.v, g.hidden), saved.options, saved.P.data<T>(),
+                      data_or_null<T>(saved.ungated), dc.data<T>(), out);
+  });
+  return grads;
 }
 
 }  // namespace
@@ -472,36 +520,98 @@ Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const T
   in->k = in->k.detach();
   in->v = in->v.detach();
   if (in->gate.defined()) in->gate = in->gate.detach();
+  // The autograd node's inputs are {q, k, v, gate}, in the order of CoreInputs.
+  const CoreSaved saved{in, options, P, ungated};
   return record(C, "attention_core", {q, k, v, gate},
-                [in, options, P, ungated](const Tensor& grad,
-                                          const std::vector<bool>& needs) -> std::vector<Tensor> {
-                  const Geometry& g = in->g;
-                  const DType dtype = in->q.dtype();
-                  const Tensor dc = ops::contiguous(grad);
-                  std::vector<Tensor> grads(4);
-                  // Each block writes its full column slice of dq / dk / dv, so empty() is fully
-                  // overwritten.
-                  if (needs[0] || needs[1]) {
-                    grads[0] = Tensor::empty(dc.shape(), dtype);
-                    grads[1] = Tensor::empty(dc.shape(), dtype);
-                  }
-                  if (needs[2]) grads[2] = Tensor::empty(dc.shape(), dtype);
-                  if (in->gate.defined() && needs[3])
-                    grads[3] = Tensor::empty({g.batch, g.length, g.heads}, dtype);
-                  dispatch_float(dtype, [&](auto tag) {
-                    using T = decltype(tag);
-                    CoreGradients<T> out;
-                    out.dq = data_or_null<T>(grads[0]);
-                    out.dk = data_or_null<T>(grads[1]);
-                    out.dv = data_or_null<T>(grads[2]);
-                    out.ld_grad = g.hidden;
-                    out.dpi = data_or_null<T>(grads[3]);
-                    fused_backward<T>(operands<T>(*in, in->q, in->k, in->v, g.hidden), options,
-                                      P.data<T>(), data_or_null<T>(ungated), dc.data<T>(), out);
-                  });
-                  return grads;
+                [saved](const Tensor& grad, const std::vector<bool>& needs) {
+                  const CoreInputGradients d = attention_core_backward(
+                      saved, grad, CoreNeeds{needs[0], needs[1], needs[2], needs[3]});
+                  return std::vector<Tensor>{d.q, d.k, d.v, d.gate};
                 });
 }
+
+namespace {
+
+// What attention_core_projected's forward keeps for its backward.
+struct ProjectedSaved {
+  std::shared_ptr<Validated> in;  // geometry, gate (detached), key mask
+  AttentionCoreOptions options;
+  Tensor x_matrix;        // x as [B·T, d]
+  Tensor stacked_weight;  // [3d, d]: query, key, value weights
+  Tensor qkv;             // [B, T, 3d]: Q, K, V side by side
+  Tensor P, ungated;
+};
+
+// One field per input of attention_core_projected (x, the three projections' weight and bias,
+// the gate): which gradients the graph needs, and the gradients (undefined where not needed).
+template <typename V>
+struct ProjectedInputs {
+  V x{}, query_weight{}, query_bias{}, key_weight{}, key_bias{}, value_weight{}, value_bias{},
+      gate{};
+};
+using ProjectedNeeds = ProjectedInputs<bool>;
+using ProjectedInputGradients = ProjectedInputs<Tensor>;
+
+// The backward of the fused projections + core: the core writes dQ, dK, dV into the column blocks
+// of dQKV [B, T, 3d]; then dX = dQKV W_stacked (one GEMM, K = 3d), dW_stacked = dQKV^T X (one
+// GEMM over all rows) and db_stacked = the column sums of dQKV, split back into the three
+// projections.
+ProjectedInputGradients attention_projected_backward(const ProjectedSaved& saved,
+                                                     const Tensor& grad_context,
+                                                     const ProjectedNeeds& needs) {
+  const Validated& in = *saved.in;
+  const Geometry& g = in.g;
+  const int64_t d = g.hidden, rows = g.batch * g.length;
+  const DType dtype = saved.qkv.dtype();
+  const Tensor dc = ops::contiguous(grad_context);
+  const bool need_weights = needs.query_weight || needs.key_weight || needs.value_weight;
+  const bool need_biases = needs.query_bias || needs.key_bias || needs.value_bias;
+  const bool need_qkv = needs.x || need_weights || need_biases;
+  ProjectedInputGradients grads;
+  if (in.gate.defined() && needs.gate)
+    grads.gate = Tensor::empty({g.batch, g.length, g.heads}, dtype);
+  const Tensor dqkv = need_qkv ? Tensor::empty(saved.qkv.shape(), dtype) : Tensor();
+  Tensor stacked_dw, stacked_db;
+  if (needs.x) grads.x = Tensor::empty({g.batch, g.length, d}, dtype);
+  if (need_weights) stacked_dw = Tensor::empty({3 * d, d}, dtype);
+  if (need_biases) stacked_db = Tensor::empty({3 * d}, dtype);
+  dispatch_float(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* base = saved.qkv.data<T>();
+    CoreGradients<T> out;
+    if (need_qkv) {
+      T* dbase = dqkv.data<T>();
+      out.dq = dbase;
+      out.dk = dbase + d;
+      out.dv = dbase + 2 * d;
+      out.ld_grad = 3 * d;
+    }
+    out.dpi = data_or_null<T>(grads.gate);
+    fused_backward<T>(operands<T>(in, base, base + d, base + 2 * d, 3 * d), saved.options,
+                      saved.P.data<T>(), data_or_null<T>(saved.ungated), dc.data<T>(), out);
+    if (!need_qkv) return;
+    const T* dq = dqkv.data<T>();
+    if (needs.x)
+      gemm(Trans::no, Trans::no, rows, d, 3 * d, T(1), dq, 3 * d, saved.stacked_weight.data<T>(), d,
+           T(0), grads.x.data<T>(), d);
+    if (need_weights)
+      gemm(Trans::yes, Trans::no, 3 * d, d, rows, T(1), dq, 3 * d, saved.x_matrix.data<T>(), d,
+           T(0), stacked_dw.data<T>(), d);
+    if (need_biases) column_sums<T>(dq, rows, 3 * d, stacked_db.data<T>());
+  });
+  const auto part = [&](const Tensor& stacked, bool needed, int64_t index) {
+    return needed ? ops::narrow(stacked, 0, index * d, d) : Tensor();
+  };
+  grads.query_weight = part(stacked_dw, needs.query_weight, 0);
+  grads.query_bias = part(stacked_db, needs.query_bias, 0);
+  grads.key_weight = part(stacked_dw, needs.key_weight, 1);
+  grads.key_bias = part(stacked_db, needs.key_bias, 1);
+  grads.value_weight = part(stacked_dw, needs.value_weight, 2);
+  grads.value_bias = part(stacked_db, needs.value_bias, 2);
+  return grads;
+}
+
+}  // namespace
 
 Tensor attention_core_projected(const Tensor& x, const QkvWeights& w, const Tensor& gate,
                                 const Tensor& key_padding_mask,
@@ -556,63 +666,17 @@ Tensor attention_core_projected(const Tensor& x, const QkvWeights& w, const Tens
   inputs.push_back(gate);
   if (!any_requires_grad(inputs)) return C;
   if (in->gate.defined()) in->gate = in->gate.detach();
+  // The autograd node's inputs are {x, query.weight, query.bias, key.weight, key.bias,
+  // value.weight, value.bias, gate}, in the order of ProjectedInputs.
+  const ProjectedSaved saved{in, options, x_matrix, stacked_weight, qkv, P, ungated};
   return record(C, "attention_core_projected", inputs,
-                [in, options, x_matrix, stacked_weight, qkv, P, ungated](
-                    const Tensor& grad, const std::vector<bool>& needs) -> std::vector<Tensor> {
-                  // needs: x, query.weight, query.bias, key.weight, key.bias, value.weight,
-                  // value.bias, gate
-                  const Geometry& g = in->g;
-                  const int64_t d = g.hidden, rows = g.batch * g.length;
-                  const DType dtype = qkv.dtype();
-                  const Tensor dc = ops::contiguous(grad);
-                  const bool need_weights = needs[1] || needs[3] || needs[5];
-                  const bool need_biases = needs[2] || needs[4] || needs[6];
-                  const bool need_qkv = needs[0] || need_weights || need_biases;
-                  std::vector<Tensor> grads(8);
-                  if (in->gate.defined() && needs[7])
-                    grads[7] = Tensor::empty({g.batch, g.length, g.heads}, dtype);
-                  // dQKV [B, T, 3d]: the core writes dQ, dK, dV straight into its three column
-                  // blocks.
-                  const Tensor dqkv = need_qkv ? Tensor::empty(qkv.shape(), dtype) : Tensor();
-                  Tensor dx, stacked_dw, stacked_db;
-                  if (needs[0]) dx = Tensor::empty({g.batch, g.length, d}, dtype);
-                  if (need_weights) stacked_dw = Tensor::empty({3 * d, d}, dtype);
-                  if (need_biases) stacked_db = Tensor::empty({3 * d}, dtype);
-                  dispatch_float(dtype, [&](auto tag) {
-                    using T = decltype(tag);
-                    const T* base = qkv.data<T>();
-                    CoreGradients<T> out;
-                    if (need_qkv) {
-                      T* dbase = dqkv.data<T>();
-                      out.dq = dbase;
-                      out.dk = dbase + d;
-                      out.dv = dbase + 2 * d;
-                      out.ld_grad = 3 * d;
-                    }
-                    out.dpi = data_or_null<T>(grads[7]);
-                    fused_backward<T>(operands<T>(*in, base, base + d, base + 2 * d, 3 * d),
-                                      options, P.data<T>(), data_or_null<T>(ungated), dc.data<T>(),
-                                      out);
-                    if (!need_qkv) return;
-                    // dX = dQKV W_stacked (one GEMM, K = 3d); dW_stacked = dQKV^T X (one GEMM over
-                    // all rows); db_stacked = column sums of dQKV.
-                    const T* dq = dqkv.data<T>();
-                    if (needs[0])
-                      gemm(Trans::no, Trans::no, rows, d, 3 * d, T(1), dq, 3 * d,
-                           stacked_weight.data<T>(), d, T(0), dx.data<T>(), d);
-                    if (need_weights)
-                      gemm(Trans::yes, Trans::no, 3 * d, d, rows, T(1), dq, 3 * d,
-                           x_matrix.data<T>(), d, T(0), stacked_dw.data<T>(), d);
-                    if (need_biases) column_sums<T>(dq, rows, 3 * d, stacked_db.data<T>());
-                  });
-                  grads[0] = dx;
-                  for (int64_t part = 0; part < 3; ++part) {
-                    if (needs[1 + 2 * part])
-                      grads[1 + 2 * part] = ops::narrow(stacked_dw, 0, part * d, d);
-                    if (needs[2 + 2 * part])
-                      grads[2 + 2 * part] = ops::narrow(stacked_db, 0, part * d, d);
-                  }
-                  return grads;
+                [saved](const Tensor& grad, const std::vector<bool>& needs) {
+                  const ProjectedInputGradients d = attention_projected_backward(
+                      saved, grad,
+                      ProjectedNeeds{needs[0], needs[1], needs[2], needs[3], needs[4], needs[5],
+                                     needs[6], needs[7]});
+                  return std::vector<Tensor>{d.x,        d.query_weight, d.query_bias, d.key_weight,
+                                             d.key_bias, d.value_weight, d.value_bias, d.gate};
                 });
 }
 
@@ -649,8 +713,9 @@ Tensor attention_core_composed(const Tensor& q, const Tensor& k, const Tensor& v
                               : std::numeric_limits<double>::lowest();
     scores = where(visible_mask, scores, ops::full({1}, lowest, q.dtype()));
   }
-  Tensor probs = options.clipped ? clipped_softmax(scores, options.gamma, options.zeta, -1)
-                                 : softmax(scores, -1);
+  Tensor probs = options.softmax.clipped
+                     ? clipped_softmax(scores, options.softmax.gamma, options.softmax.zeta, -1)
+                     : softmax(scores, -1);
   probs = tap_point("probabilities", probs);  // before dropout
   if (options.dropout > 0.0f)
     probs =

@@ -1,5 +1,5 @@
 // The core of multi-head attention, between the Q/K/V projections and the output projection
-// (paper-spec §8.1 order of operations), for every head h of every batch entry b:
+// (method.md §8.1 order of operations), for every head h of every batch entry b:
 //
 //   S   = Q_h K_h^T / sqrt(d_h)                      [T, T]
 //   S   = lowest float where the key is masked        (causal: key j > query i; padding: key j
@@ -43,6 +43,7 @@
 
 #include <cstdint>
 
+#include "nn/clipped_softmax.h"
 #include "tensor/tensor.h"
 
 namespace qt::nn {
@@ -51,9 +52,7 @@ class Module;
 
 struct AttentionCoreOptions {
   int64_t heads = 1;
-  bool clipped = false;  // clipped softmax with (gamma, zeta); false: vanilla softmax
-  double gamma = 0.0;    // <= 0
-  double zeta = 1.0;     // >= 1
+  SoftmaxClip softmax;   // clipped with (gamma, zeta), or the plain softmax
   bool causal = false;   // query i attends to keys j <= i only
   float dropout = 0.0f;  // attention-probability dropout (0: none; callers pass 0 in eval mode)
   uint64_t dropout_seed = 0;

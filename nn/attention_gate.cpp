@@ -1,4 +1,4 @@
-// The attention gates of paper-spec §2.2 (layout and PyTorch mapping in attention_gate.h).
+// The attention gates of method.md §2.2 (layout and PyTorch mapping in attention_gate.h).
 //
 // Every variant is composed from differentiable ops, so gradients reach both x and the gate
 // parameters through the autograd graph. Per-head networks are evaluated for all heads at once on
@@ -19,6 +19,37 @@ double gate_logit(double p) {
   constexpr double kEps = 1e-16;
   p = std::min(std::max(p, kEps), 1.0 - kEps);
   return -std::log(1.0 / p - 1.0);
+}
+
+const std::vector<GateKindName>& gate_kind_table() {
+  static const std::vector<GateKindName> table = {
+      {GateKind::none, "none"},
+      {GateKind::linear_per_head, "linear"},
+      {GateKind::mlp_per_head, "mlp"},
+      {GateKind::all_heads_linear, "all-heads-linear"},
+      {GateKind::unconditional_per_head, "unconditional"},
+      {GateKind::conditional_per_head, "conditional-per-head"},
+  };
+  return table;
+}
+
+std::vector<std::string> gate_kind_names() {
+  std::vector<std::string> names;
+  for (const GateKindName& entry : gate_kind_table()) names.emplace_back(entry.name);
+  return names;
+}
+
+GateKind parse_gate_kind(const std::string& name) {
+  for (const GateKindName& entry : gate_kind_table())
+    if (name == entry.name) return entry.kind;
+  fail("attention: unknown gate kind '{}' (expected one of {})", name,
+       fmt::join(gate_kind_names(), ", "));
+}
+
+const char* gate_kind_name(GateKind kind) {
+  for (const GateKindName& entry : gate_kind_table())
+    if (kind == entry.kind) return entry.name;
+  fail("attention: gate kind {} has no name", static_cast<int>(kind));
 }
 
 AttentionGate::AttentionGate(GateKind kind_, int64_t hidden_, int64_t heads_, double pi_init,

@@ -1,4 +1,4 @@
-// Gated attention (paper Eq. 5-7; paper-spec §2): each head's output is multiplied by a gate
+// Gated attention (paper Eq. 5-7; method.md §2): each head's output is multiplied by a gate
 // probability pi = sigmoid(G(x)) in (0, 1), so a head can learn to "do nothing" by closing its gate
 // instead of producing attention outliers.
 //
@@ -9,7 +9,7 @@
 // the contiguous slice x[b, t, i*d_h : (i+1)*d_h]. The product is applied after dropout(P)·V and
 // before the output projection (attention_core.h does the multiplication).
 //
-// Variants (spec §2.2, GateKind in attention.h), with the parameters this module registers. Names
+// Variants (method.md §2.2, GateKind below), with the parameters this module registers. Names
 // are relative to the gate module, which the Attention module registers as child "gate" (so the
 // full names are "gate.weight", ...). Per-head networks are stored STACKED over heads; the right
 // column says where each PyTorch parameter of the reference repo (attribute `alpha` of
@@ -46,8 +46,9 @@
 // logit(p) = -ln(1/p - 1) with p clipped to [1e-16, 1 - 1e-16] (the repo's helper); pi_init = 0.5
 // gives bias 0, pi_init = 0.25 gives ln(1/3) = -1.098612.
 //
-// Weight decay (spec §2.5): biases have "bias" in their names and are excluded from decay by the
-// usual rule; "weight", "hidden_weight", "output_weight" and the unconditional "logit" are decayed.
+// Weight decay (method.md §2.5): biases have "bias" in their names and are excluded from decay by
+// the usual rule; "weight", "hidden_weight", "output_weight" and the unconditional "logit" are
+// decayed.
 //
 // Initialisation order (draws from InitRng streams, in this order): linear_per_head and
 // conditional_per_head: weight (bias is a constant); mlp_per_head: hidden_weight, hidden_bias,
@@ -55,12 +56,34 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
-#include "nn/attention.h"
 #include "nn/init.h"
 #include "nn/module.h"
 
 namespace qt::nn {
+
+enum class GateKind {
+  none,
+  linear_per_head,   // conditional per token: H x Linear(d_h -> 1), bias = logit(pi_init)
+  mlp_per_head,      // conditional per token: H x [Linear(d_h -> n_hid), ReLU, Linear(n_hid -> 1)]
+  all_heads_linear,  // conditional per token: one Linear(d -> H) on the full input
+  unconditional_per_head,  // a free logit per head, initialised to 0 (pi = 0.5)
+  conditional_per_head,    // per-head Linear(d_h -> 1) logits, mean over T, then sigmoid
+};
+
+// The config / CLI name of each gate kind, in one table (the order of the enum):
+// none, linear, mlp, all-heads-linear, unconditional, conditional-per-head.
+struct GateKindName {
+  GateKind kind;
+  const char* name;
+};
+const std::vector<GateKindName>& gate_kind_table();
+std::vector<std::string> gate_kind_names();
+// An unknown name throws naming it and listing the known ones.
+GateKind parse_gate_kind(const std::string& name);
+const char* gate_kind_name(GateKind kind);
 
 // logit(p) = ln(p / (1 - p)) with p clipped to [1e-16, 1 - 1e-16], as the reference repo.
 double gate_logit(double p);

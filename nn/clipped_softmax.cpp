@@ -8,7 +8,9 @@
 #include <cmath>
 
 #include "autograd/functions.h"
+#include "tensor/error.h"
 #include "tensor/ops.h"
+#include "tensor/parallel_policy.h"
 
 namespace qt::nn {
 
@@ -21,7 +23,7 @@ Tensor stretch_and_clip(const Tensor& p, T scale, T gamma) {
   const T* p_data = p.data<T>();
   T* y_data = y.data<T>();
   const int64_t n = p.numel();
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(n, qt::WorkCost::light))
   for (int64_t i = 0; i < n; ++i) {
     const T s = clip_stretch(p_data[i], scale, gamma);
     y_data[i] = s < T(0) ? T(0) : (s > T(1) ? T(1) : s);
@@ -38,7 +40,7 @@ Tensor masked_stretch_gradient(const Tensor& grad, const Tensor& p, T scale, T g
   const T* p_data = p.data<T>();
   T* out_data = out.data<T>();
   const int64_t n = p.numel();
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(n, qt::WorkCost::light))
   for (int64_t i = 0; i < n; ++i) {
     const T s = clip_stretch(p_data[i], scale, gamma);
     out_data[i] = (s >= T(0) && s <= T(1)) ? scale * g_data[i] : T(0);
@@ -53,6 +55,36 @@ void check_clip_range(double gamma, double zeta, const char* op) {
            "{}: gamma = {} (the clipped softmax needs a finite gamma <= 0)", op, gamma);
   QT_CHECK(std::isfinite(zeta) && zeta >= 1.0,
            "{}: zeta = {} (the clipped softmax needs a finite zeta >= 1)", op, zeta);
+}
+
+const std::vector<std::string>& softmax_kind_names() {
+  static const std::vector<std::string> names = {"vanilla", "clipped"};
+  return names;
+}
+
+SoftmaxKind parse_softmax_kind(const std::string& name) {
+  if (name == "vanilla") return SoftmaxKind::vanilla;
+  if (name == "clipped") return SoftmaxKind::clipped;
+  fail("attention: unknown softmax kind '{}' (expected {})", name,
+       fmt::join(softmax_kind_names(), " or "));
+}
+
+const char* softmax_kind_name(SoftmaxKind kind) {
+  return kind == SoftmaxKind::clipped ? "clipped" : "vanilla";
+}
+
+SoftmaxClip resolve_softmax_clip(SoftmaxKind kind, double gamma, double zeta, double alpha,
+                                 int64_t max_length) {
+  if (alpha != 0.0) {
+    QT_CHECK(alpha > 0.0 && max_length > 0,
+             "attention softmax: alpha = {} with max_length = {} (alpha must be > 0 and "
+             "max_length > 0)",
+             alpha, max_length);
+    return SoftmaxClip{true, -alpha / static_cast<double>(max_length), 1.0};
+  }
+  if (kind == SoftmaxKind::vanilla) return SoftmaxClip{};
+  check_clip_range(gamma, zeta, "attention softmax");
+  return SoftmaxClip{true, gamma, zeta};
 }
 
 Tensor clipped_softmax(const Tensor& x, double gamma, double zeta, int64_t axis) {

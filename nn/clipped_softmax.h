@@ -1,4 +1,4 @@
-// Clipped softmax (paper Eq. 4; paper-spec §1): a softmax that can output exact zeros (and ones).
+// Clipped softmax (paper Eq. 4; method.md §1): a softmax that can output exact zeros (and ones).
 //
 //   p = softmax(x)                    along `axis`
 //   s = (zeta - gamma) * p + gamma     stretch (0, 1) to (gamma, zeta)
@@ -8,7 +8,7 @@
 // probability below -gamma / (zeta - gamma) becomes exactly 0, so a head can attend to nothing
 // without pushing its logits to infinity. Rows are not renormalised (they may sum to less than 1).
 //
-// Backward (spec §1.2). With m_i = 1 where 0 <= s_i <= 1 (boundaries pass, as PyTorch's clamp)
+// Backward (method.md §1.2). With m_i = 1 where 0 <= s_i <= 1 (boundaries pass, as PyTorch's clamp)
 // and 0 where the clip is strictly active, and g = dL/dy:
 //   g^_i    = (zeta - gamma) * m_i * g_i
 //   dL/dx_j = p_j * (g^_j - sum_i g^_i p_i)          (the softmax backward applied to g^)
@@ -16,10 +16,37 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "tensor/tensor.h"
 
 namespace qt::nn {
+
+// The attention softmax a config asks for: "vanilla" or "clipped".
+enum class SoftmaxKind { vanilla, clipped };
+
+// The config / CLI names of the softmax kinds, in one list; parse throws naming an unknown name.
+const std::vector<std::string>& softmax_kind_names();
+SoftmaxKind parse_softmax_kind(const std::string& name);
+const char* softmax_kind_name(SoftmaxKind kind);
+
+// The attention softmax with its parameters resolved: plain (clipped = false, gamma = 0, zeta = 1)
+// or clipped with (gamma, zeta). Computed once from the config (resolve_softmax_clip) and passed
+// unchanged to the kernels.
+struct SoftmaxClip {
+  bool clipped = false;
+  double gamma = 0.0;  // <= 0
+  double zeta = 1.0;   // >= 1
+};
+
+// The config's choices resolved (docs/method.md, "Clipped softmax"): alpha > 0 overrides the kind
+// and gives gamma = -alpha / max_length, zeta = 1 (the repo's "alpha / T" form, with T the
+// configured sequence length); otherwise `kind` clipped uses (gamma, zeta), and vanilla is the
+// plain softmax whatever gamma and zeta say. Throws for alpha < 0, alpha > 0 with max_length <= 0,
+// or a clipped (gamma, zeta) out of range.
+SoftmaxClip resolve_softmax_clip(SoftmaxKind kind, double gamma, double zeta, double alpha,
+                                 int64_t max_length);
 
 // Throws unless gamma <= 0 and zeta >= 1 (names the offending value); `op` prefixes the message.
 void check_clip_range(double gamma, double zeta, const char* op);

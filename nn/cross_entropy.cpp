@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "autograd/functions.h"
+#include "tensor/parallel_policy.h"
 #include "tensor/row_kernels.h"
 #include "tensor/threads.h"
 
@@ -35,24 +36,9 @@ namespace {
 
 using namespace qt::row_kernels;
 
-constexpr int64_t kParallelThreshold = 1 << 14;  // elements; smaller work stays single-threaded
-constexpr int64_t kBlock = 256;                  // classes per block of the exp pass (stack)
-
-double combine(const double (&lanes)[kLanes]) {
-  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-         ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-}
+constexpr int64_t kBlock = 256;  // classes per block of the exp pass (stack)
 
 // ---------------------------------------------------------------------------------------------
-
-// lanes[j % kLanes] += a_j for j < count (a fixed lane assignment: deterministic).
-template <typename T>
-void accumulate_lanes(const T* a, int64_t count, double (&lanes)[kLanes]) {
-  int64_t j = 0;
-  for (; j + kLanes <= count; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) lanes[k] += static_cast<double>(a[j + k]);
-  for (; j < count; ++j) lanes[j % kLanes] += static_cast<double>(a[j]);
-}
 
 struct RowStatistics {
   double loss;       // loss_i (0 for an ignored row)
@@ -63,34 +49,28 @@ struct RowStatistics {
 template <typename T>
 RowStatistics forward_row(const T* z, int64_t classes, int64_t target, bool valid,
                           double smoothing) {
-  T lanes_max[kLanes];
-  for (T& lane : lanes_max) lane = -std::numeric_limits<T>::infinity();
-  int64_t c = 0;
-  for (; c + kLanes <= classes; c += kLanes)
-    for (int k = 0; k < kLanes; ++k)
-      lanes_max[k] = z[c + k] > lanes_max[k] ? z[c + k] : lanes_max[k];
-  for (; c < classes; ++c) lanes_max[0] = z[c] > lanes_max[0] ? z[c] : lanes_max[0];
-  T m = lanes_max[0];
-  for (int k = 1; k < kLanes; ++k) m = lanes_max[k] > m ? lanes_max[k] : m;
+  const T m = row_max(z, classes);
 
   // total = sum_c exp(z_c - m) and shifted_sum = sum_c (z_c - m), both in double. The row goes
   // through a small stack buffer in blocks, so that the exp loop and the summing loops are each a
   // plain vectorizable loop.
-  double total[kLanes] = {}, shifted_sum[kLanes] = {};
+  // Blocks add into the same lanes, leftover terms by index (LaneTail::by_index).
+  LaneSum total, shifted_sum;
   T shifted[kBlock];
   for (int64_t start = 0; start < classes; start += kBlock) {
     const int64_t count = std::min<int64_t>(kBlock, classes - start);
     const T* block = z + start;
     for (int64_t j = 0; j < count; ++j) shifted[j] = block[j] - m;
-    if (smoothing > 0) accumulate_lanes(shifted, count, shifted_sum);
+    const auto shifted_term = [&](int64_t j) { return static_cast<double>(shifted[j]); };
+    if (smoothing > 0) shifted_sum.add(count, shifted_term, LaneTail::by_index);
     for (int64_t j = 0; j < count; ++j) shifted[j] = exp_of(shifted[j]);
-    accumulate_lanes(shifted, count, total);
+    total.add(count, shifted_term, LaneTail::by_index);
   }
-  const double log_total = std::log(combine(total));
+  const double log_total = std::log(total.total());
   RowStatistics stats{0.0, static_cast<double>(m), log_total};
   if (valid) {
     const double logp_target = (static_cast<double>(z[target]) - stats.max) - log_total;
-    const double sum_logp = combine(shifted_sum) - static_cast<double>(classes) * log_total;
+    const double sum_logp = shifted_sum.total() - static_cast<double>(classes) * log_total;
     stats.loss =
         -(1.0 - smoothing) * logp_target - (smoothing / static_cast<double>(classes)) * sum_logp;
   }
@@ -153,7 +133,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
     using T = decltype(tag);
     if constexpr (std::is_floating_point_v<T>) {
       const T* data = z.data<T>();
-#pragma omp parallel for schedule(static) if (rows * classes > kParallelThreshold)
+#pragma omp parallel for schedule( \
+    static) if (qt::worth_parallel(rows * classes, qt::WorkCost::heavy))
       for (int64_t i = 0; i < rows; ++i)
         stats[i] = forward_row(data + i * classes, classes, t[i], valid[i] != 0, label_smoothing);
     }
@@ -181,7 +162,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
             const T* data = z.data<T>();
             const int64_t* t = targets.data<int64_t>();
             T* out = dz.data<T>();
-#pragma omp parallel for schedule(static) if (rows * classes > kParallelThreshold)
+#pragma omp parallel for schedule( \
+    static) if (qt::worth_parallel(rows * classes, qt::WorkCost::heavy))
             for (int64_t i = 0; i < rows; ++i)
               backward_row<T>(data + i * classes, out + i * classes, classes, t[i], valid[i] != 0,
                               static_cast<T>(stats[i].max), static_cast<T>(stats[i].log_total),

@@ -17,14 +17,13 @@
 #include <type_traits>
 
 #include "autograd/functions.h"
+#include "tensor/parallel_policy.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
 
 namespace qt::nn {
 
 namespace {
-
-constexpr int64_t kParallelThreshold = 1 << 14;  // elements; smaller tensors stay single-threaded
 
 void check_probability(float p, const char* op) {
   QT_CHECK(p >= 0.0f && p < 1.0f, "{}: p = {} must lie in [0, 1)", op, p);
@@ -33,7 +32,7 @@ void check_probability(float p, const char* op) {
 // out_i = in_i * mask_i * scale over contiguous buffers.
 template <typename T>
 void apply_mask(const T* in, const uint8_t* mask, T scale, T* out, int64_t count) {
-#pragma omp parallel for schedule(static) if (count > kParallelThreshold)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(count, qt::WorkCost::heavy))
   for (int64_t i = 0; i < count; ++i) out[i] = mask[i] ? in[i] * scale : T(0);
 }
 
@@ -118,7 +117,7 @@ void dropout_keep_mask(uint64_t seed, uint64_t stream, uint64_t first_index, int
                        uint8_t* keep) {
   QT_CHECK(count >= 0, "dropout_keep_mask: count = {} must not be negative", count);
   const int64_t blocks = (count + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (count > kParallelThreshold)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(count, qt::WorkCost::heavy))
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t start = b * kBlock;
     keep_block(seed, stream, first_index + static_cast<uint64_t>(start),

@@ -31,6 +31,8 @@
 #include <vector>
 
 #include "autograd/functions.h"
+#include "tensor/parallel_policy.h"
+#include "tensor/row_kernels.h"
 #include "tensor/threads.h"
 
 namespace qt::nn {
@@ -38,37 +40,22 @@ namespace qt::nn {
 namespace {
 
 constexpr int64_t kChunkRows = 32;
-constexpr int64_t kParallelThreshold = 1 << 14;  // elements; smaller tensors stay single-threaded
-constexpr int kLanes = 8;  // independent accumulators per row sum (vector lanes)
+using row_kernels::lane_sum;
+using row_kernels::LaneSum;
 
-// sum_i a_i in double, with kLanes accumulators combined in a fixed order.
+// sum_i a_i in double (the lane sum of tensor/row_kernels.h).
 template <typename T>
 double row_sum(const T* a, int64_t n) {
-  double lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) lanes[k] += static_cast<double>(a[i + k]);
-  for (; i < n; ++i) lanes[0] += static_cast<double>(a[i]);
-  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-         ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  return lane_sum(n, [a](int64_t i) { return static_cast<double>(a[i]); });
 }
 
 // sum_i (a_i - center)^2 in double.
 template <typename T>
 double row_squared_deviation(const T* a, int64_t n, double center) {
-  double lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) {
-      const double d = static_cast<double>(a[i + k]) - center;
-      lanes[k] += d * d;
-    }
-  for (; i < n; ++i) {
+  return lane_sum(n, [a, center](int64_t i) {
     const double d = static_cast<double>(a[i]) - center;
-    lanes[0] += d * d;
-  }
-  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-         ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    return d * d;
+  });
 }
 
 // The row mean split into a high part in T and the low remainder (see the file comment).
@@ -82,7 +69,7 @@ struct SplitMean {
 template <typename T>
 void forward_rows(const T* x, const T* gamma, const T* beta, T* y, double* mean, double* rstd,
                   int64_t rows, int64_t dim, double eps) {
-#pragma omp parallel for schedule(static) if (rows * dim > kParallelThreshold)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(rows * dim, qt::WorkCost::heavy))
   for (int64_t r = 0; r < rows; ++r) {
     const T* row = x + r * dim;
     T* out = y + r * dim;
@@ -102,7 +89,7 @@ template <typename T>
 void backward_rows(const T* dy, const T* x, const T* gamma, const double* mean, const double* rstd,
                    int64_t rows, int64_t dim, T* dx, T* dgamma_partials, T* dbeta_partials) {
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
-#pragma omp parallel if (rows * dim > kParallelThreshold)
+#pragma omp parallel if (qt::worth_parallel(rows * dim, qt::WorkCost::heavy))
   {
     std::vector<T> g(static_cast<size_t>(dim)), xhat(static_cast<size_t>(dim));  // per thread
 #pragma omp for schedule(static)
@@ -124,23 +111,15 @@ void backward_rows(const T* dy, const T* x, const T* gamma, const double* mean, 
         if (dbeta)
           for (int64_t i = 0; i < dim; ++i) dbeta[i] += dy_row[i];
         if (dx == nullptr) continue;
-        // mean(g) and mean(g * xhat), accumulated in double with fixed lanes.
-        double sum_g[kLanes] = {}, sum_gx[kLanes] = {};
-        int64_t i = 0;
-        for (; i + kLanes <= dim; i += kLanes)
-          for (int k = 0; k < kLanes; ++k) {
-            sum_g[k] += static_cast<double>(g[i + k]);
-            sum_gx[k] += static_cast<double>(g[i + k]) * static_cast<double>(xhat[i + k]);
-          }
-        for (; i < dim; ++i) {
-          sum_g[0] += static_cast<double>(g[i]);
-          sum_gx[0] += static_cast<double>(g[i]) * static_cast<double>(xhat[i]);
-        }
-        double total_g = 0, total_gx = 0;
-        for (int k = 0; k < kLanes; ++k) {
-          total_g += sum_g[k];
-          total_gx += sum_gx[k];
-        }
+        // mean(g) and mean(g * xhat), accumulated in double with fixed lanes (combined in lane
+        // order: LaneSum::total_in_lane_order).
+        LaneSum sum_g, sum_gx;
+        sum_g.add(dim, [&](int64_t i) { return static_cast<double>(g[i]); });
+        sum_gx.add(dim, [&](int64_t i) {
+          return static_cast<double>(g[i]) * static_cast<double>(xhat[i]);
+        });
+        const double total_g = sum_g.total_in_lane_order();
+        const double total_gx = sum_gx.total_in_lane_order();
         const T mean_g = static_cast<T>(total_g / static_cast<double>(dim));
         const T mean_gx = static_cast<T>(total_gx / static_cast<double>(dim));
         T* dx_row = dx + r * dim;

@@ -25,6 +25,7 @@
 
 #include "autograd/functions.h"
 #include "tensor/blas/gemm.h"
+#include "tensor/parallel_policy.h"
 #include "tensor/threads.h"
 
 namespace qt::nn {
@@ -32,7 +33,6 @@ namespace qt::nn {
 namespace {
 
 constexpr int64_t kBiasChunkRows = 256;
-constexpr int64_t kParallelThreshold = 1 << 15;  // elements of dY; smaller work stays serial
 
 using blas::Trans;
 
@@ -83,7 +83,8 @@ Tensor linear_forward(const Tensor& x2d, const Tensor& weight, const Tensor& bia
   if (bias.defined()) {
     const Tensor b = ops::contiguous(bias);
     const T* b_data = b.data<T>();
-#pragma omp parallel for schedule(static) if (rows * out > kParallelThreshold)
+#pragma omp parallel for schedule( \
+    static) if (qt::worth_parallel(rows * out, qt::WorkCost::standard))
     for (int64_t r = 0; r < rows; ++r) std::copy(b_data, b_data + out, y_data + r * out);
     beta = 1;
   } else if (in == 0) {
@@ -100,7 +101,8 @@ template <typename T>
 Tensor bias_gradient(const T* dy, int64_t rows, int64_t out, DType dtype) {
   const int64_t chunks = std::max<int64_t>(1, (rows + kBiasChunkRows - 1) / kBiasChunkRows);
   std::vector<T> partials(static_cast<size_t>(chunks * out), T(0));
-#pragma omp parallel for schedule(static) if (rows * out > kParallelThreshold)
+#pragma omp parallel for schedule( \
+    static) if (qt::worth_parallel(rows * out, qt::WorkCost::standard))
   for (int64_t c = 0; c < chunks; ++c) {
     T* partial = partials.data() + c * out;
     const int64_t end = std::min(rows, (c + 1) * kBiasChunkRows);

@@ -1,10 +1,10 @@
-// Transformer blocks (paper-spec §3; formulas and parameter names in transformer_block.h).
+// Transformer blocks (method.md §3; formulas and parameter names in transformer_block.h).
 //
-// Post-LN (BERT, spec §3.1):
+// Post-LN (BERT, method.md §3.1):
 //   a  = Attention(h)                       (Q/K/V and the gate read h)
 //   h1 = LN_1(Dropout(a) + h)
 //   h' = LN_2(Dropout(W_2 GELU(W_1 h1 + b_1) + b_2) + h1)
-// Pre-LN (OPT with ReLU, spec §3.2; ViT with GELU, spec §3.3):
+// Pre-LN (OPT with ReLU, method.md §3.2; ViT with GELU, method.md §3.3):
 //   x  = LN_attn(h)                         (Q/K/V and the gate read the LayerNorm-ed x)
 //   h1 = h + Dropout(Attention(x))
 //   h' = h1 + Dropout(W_2 act(W_1 LN_ffn(h1) + b_1) + b_2)

@@ -1,4 +1,4 @@
-// Transformer blocks (paper-spec §3).
+// Transformer blocks (method.md §3).
 //
 // Post-LN encoder block (BERT):
 //   h1 = LN_1(Dropout(Attention(h)) + h);  h' = LN_2(Dropout(W_2 GELU(W_1 h1 + b_1) + b_2) + h1)

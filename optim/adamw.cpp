@@ -6,14 +6,14 @@
 #include <utility>
 
 #include "tensor/create.h"
+#include "tensor/parallel_policy.h"
 #include "tensor/view.h"
 
 namespace qt::optim {
 
 namespace {
 
-constexpr int64_t kChunkElements = 1 << 14;      // elements per work item
-constexpr int64_t kParallelThreshold = 1 << 16;  // below this many elements, one thread
+constexpr int64_t kChunkElements = 1 << 14;  // elements per work item
 
 // The per-step scalars, computed in double and rounded once to the parameter's type T (as
 // PyTorch passes Python floats to its kernels).
@@ -66,7 +66,8 @@ void adamw_update(const Tensor& parameter, AdamWState& state, const Tensor& grad
   const T* g = grad.data<T>();
   const int64_t n = parameter.numel();
   const int64_t chunks = (n + kChunkElements - 1) / kChunkElements;
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold && chunks > 1)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(n, qt::WorkCost::light) && \
+                                              chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t begin = chunk * kChunkElements;
     const int64_t length = std::min(n, begin + kChunkElements) - begin;

@@ -4,14 +4,14 @@
 #include <cmath>
 #include <vector>
 
+#include "tensor/parallel_policy.h"
 #include "tensor/view.h"
 
 namespace qt::optim {
 
 namespace {
 
-constexpr int64_t kChunkElements = 1 << 14;      // elements per partial sum
-constexpr int64_t kParallelThreshold = 1 << 16;  // below this many elements, one thread
+constexpr int64_t kChunkElements = 1 << 14;  // elements per partial sum
 
 // Sum of squares of one chunk in double: four interleaved accumulators (lane k takes i % 4 == k)
 // so that the loop vectorizes, combined in a fixed order.
@@ -37,7 +37,8 @@ template <typename T>
 double sum_of_squares(const T* data, int64_t n) {
   const int64_t chunks = (n + kChunkElements - 1) / kChunkElements;
   std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold && chunks > 1)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(n, qt::WorkCost::light) && \
+                                              chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t begin = chunk * kChunkElements;
     partial[chunk] =
@@ -51,7 +52,8 @@ double sum_of_squares(const T* data, int64_t n) {
 template <typename T>
 void scale_in_place(T* data, int64_t n, T factor) {
   const int64_t chunks = (n + kChunkElements - 1) / kChunkElements;
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold && chunks > 1)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(n, qt::WorkCost::light) && \
+                                              chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     T* __restrict block = data + chunk * kChunkElements;
     const int64_t length = std::min(n, (chunk + 1) * kChunkElements) - chunk * kChunkElements;

@@ -11,7 +11,7 @@
 // gradients are left untouched: the caller decides (normally: skip the step). PyTorch would
 // multiply the gradients by NaN or 0 here.
 //
-// Gradient accumulation over k micro-batches (spec §6.2 uses k = 4): gradients add up in .grad
+// Gradient accumulation over k micro-batches (method.md §6.2 uses k = 4): gradients add up in .grad
 // across backward calls, so
 //   optimizer.zero_grad();
 //   for each micro-batch j:  backward(loss_j * (1.0 / k));   // loss_j = mean over micro-batch j

@@ -1,7 +1,8 @@
 // Building the optimizer's parameter groups from a model's named parameters: which parameters get
 // weight decay.
 //
-// The rule of the paper's training scripts (spec §6.1, §6.2), as in HF run_mlm.py / run_clm.py:
+// The rule of the paper's training scripts (method.md §6.1, §6.2), as in HF run_mlm.py /
+// run_clm.py:
 //   no decay:  every parameter whose name contains "bias" (linear biases, LayerNorm β, gate
 //   biases),
 //              and the LayerNorm weights γ (unless decay_layer_norm_weight, OPT's --wd_LN_gamma);

@@ -5,10 +5,11 @@
 //   warm-up (step < W), all kinds:   lr = warmup_start_lr + (base - warmup_start_lr) * step / W
 //                                    (warmup_start_lr = 0 gives HF's lr = 0 at step 0)
 //   constant:  lr = base after the warm-up
-//   linear:    HF get_linear_schedule_with_warmup, generalised to a final fraction f (spec §6.2
+//   linear:    HF get_linear_schedule_with_warmup, generalised to a final fraction f (method.md
+//   §6.2
 //              final_lr_fraction): with progress q = (step - W) / (N - W) clamped to [0, 1],
 //                lr = base * (1 - (1 - f) * q)          (f = 0: HF's base * (N - step) / (N - W))
-//   cosine:    HF get_cosine_schedule_with_warmup with a floor min_lr (spec §6.4, ViT: 1e-3 to
+//   cosine:    HF get_cosine_schedule_with_warmup with a floor min_lr (method.md §6.4, ViT: 1e-3 to
 //              1e-5 after a warm-up from 1e-6):
 //                lr = min_lr + (base - min_lr) * 0.5 * (1 + cos(pi * q))
 //

@@ -5,6 +5,7 @@
 #include <map>
 #include <utility>
 
+#include "tensor/parallel_policy.h"
 #include "tensor/view.h"
 
 namespace qt::optim {
@@ -12,7 +13,6 @@ namespace qt::optim {
 namespace {
 
 constexpr int64_t kChunkElements = 1 << 14;
-constexpr int64_t kParallelThreshold = 1 << 16;
 
 template <typename T>
 struct SGDScalars {
@@ -57,7 +57,8 @@ void sgd_update(const Tensor& parameter, const Tensor& buffer, const Tensor& gra
   const T* g = grad.data<T>();
   const int64_t n = parameter.numel();
   const int64_t chunks = (n + kChunkElements - 1) / kChunkElements;
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold && chunks > 1)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(n, qt::WorkCost::light) && \
+                                              chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t begin = chunk * kChunkElements;
     const int64_t length = std::min(n, begin + kChunkElements) - begin;

@@ -12,8 +12,8 @@
 //   RANGE = {"bits": 8, "symmetric": false, "signed": false, "int_min": 0, "int_max": 255,
 //            "scale": s, "zero_point": z, "min": x_min, "max": x_max
 //            [, "lookup_point": "<table>:output"]}       (weights quantized at their lookups)
-// x_min / x_max are the estimator's range before the "contains 0" clamping of spec §4.1; scale and
-// zero_point follow from them. Floats are written with round-trip precision, so loading gives
+// x_min / x_max are the estimator's range before the "contains 0" clamping of method.md §4.1; scale
+// and zero_point follow from them. Floats are written with round-trip precision, so loading gives
 // back the exact float32 values.
 #pragma once
 

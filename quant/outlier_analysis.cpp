@@ -8,29 +8,22 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "autograd/node.h"
 #include "data/tokenizer.h"
 #include "models/evaluation.h"
+#include "models/model_points.h"
 #include "tensor/create.h"
 #include "tensor/elementwise.h"
 #include "tensor/error.h"
+#include "tensor/parallel_policy.h"
 #include "tensor/shape.h"
 #include "tensor/view.h"
 
 namespace qt::quant {
 namespace {
-
-constexpr int64_t kParallelThreshold = int64_t{1} << 15;
-// The repo's validate scripts take kurtosis rows from batch_idx <= 256 (BERT) and <= 100 (OPT).
-constexpr int64_t kBertKurtosisBatches = 257;
-constexpr int64_t kOptKurtosisBatches = 101;
-
-void check_family(const std::string& family, const char* op) {
-  QT_CHECK(family == "bert" || family == "opt" || family == "vit",
-           "{}: unknown model family '{}' (expected bert, opt or vit)", op, family);
-}
 
 // x as a dense f64 tensor (any layout, f32 or f64 in).
 Tensor dense_f64(const Tensor& x) {
@@ -87,105 +80,97 @@ std::vector<CountedIndex> counted_from(const nlohmann::json& j) {
 
 }  // namespace
 
-std::string layer_path(const std::string& family, int64_t layer) {
-  check_family(family, "outlier analysis");
-  const std::string index = std::to_string(layer);
-  if (family == "bert") return "encoder.layer." + index;
-  if (family == "opt") return "decoder.layers." + index;
-  return "layers." + index;
-}
-
-LayerPoints layer_points(const std::string& family, int64_t layer) {
-  const std::string path = layer_path(family, layer);
+LayerPoints layer_points(const models::ModelPoints& table, int64_t layer) {
+  QT_CHECK(layer >= 0 && layer < table.layers,
+           "outlier analysis: layer {} is out of range for a {} model with {} layers", layer,
+           table.family, table.layers);
+  using models::AnalysisRole;
+  const auto name = [&](AnalysisRole role) {
+    for (const models::ModelPoint& p : table.points)
+      if (p.layer == layer && p.role == role) return p.name;
+    return std::string();  // the model has no such point (e.g. no gate)
+  };
   LayerPoints p;
-  p.ffn_output = path + ".ffn_out:output";
-  p.residual_sum = path + ":ffn_residual";
-  p.block_output = path + ":output";
-  p.attention_output = path + ".attention.output:output";
-  p.attention_layer_norm = path + ".attention_layer_norm:output";
-  p.ffn_layer_norm = path + ".output_layer_norm:output";
-  p.probabilities = path + ".attention:probabilities";
-  p.gate = path + ".attention:gate";
+  p.ffn_output = name(AnalysisRole::ffn_output);
+  p.residual_sum = name(AnalysisRole::residual_sum);
+  p.block_output = name(AnalysisRole::block_output);
+  p.attention_output = name(AnalysisRole::attention_output);
+  p.attention_layer_norm = name(AnalysisRole::attention_layer_norm);
+  p.ffn_layer_norm = name(AnalysisRole::ffn_layer_norm);
+  p.probabilities = name(AnalysisRole::probabilities);
+  p.gate = name(AnalysisRole::gate);
   return p;
 }
 
-std::vector<int64_t> delimiter_token_ids(const std::string& family,
+std::vector<int64_t> delimiter_token_ids(const models::ModelPoints& table,
                                          const std::vector<std::string>& token_strings) {
-  check_family(family, "delimiter_token_ids");
-  if (family == "vit") return {};
-  if (family == "opt") return {data::kEndOfTextId};
-  std::vector<int64_t> ids = {data::kClsId, data::kSepId};
-  for (size_t id = data::kNumSpecialTokens; id < token_strings.size(); ++id) {
-    const std::string text = trim(token_strings[id]);
-    if (text == "." || text == ",") ids.push_back(static_cast<int64_t>(id));
-  }
+  const models::AnalysisDescription& a = table.analysis;
+  if (a.image_positions) return {};
+  std::vector<int64_t> ids = a.delimiter_special_ids;
+  const auto is_delimiter_text = [&](const std::string& text) {
+    return std::find(a.delimiter_texts.begin(), a.delimiter_texts.end(), text) !=
+           a.delimiter_texts.end();
+  };
+  for (size_t id = data::kNumSpecialTokens; id < token_strings.size(); ++id)
+    if (is_delimiter_text(trim(token_strings[id]))) ids.push_back(static_cast<int64_t>(id));
   if (token_strings.empty()) {
-    // No vocabulary known: the byte tokens of '.' and ',' (their ids are fixed, tokenizer.h).
-    ids.push_back(data::kFirstByteId + '.');
-    ids.push_back(data::kFirstByteId + ',');
+    // No vocabulary known: the byte tokens of one-character texts (their ids are fixed,
+    // tokenizer.h).
+    for (const std::string& text : a.delimiter_texts)
+      if (text.size() == 1) ids.push_back(data::kFirstByteId + static_cast<unsigned char>(text[0]));
   }
   return ids;
 }
 
-OutlierAnalysis::OutlierAnalysis(AnalysisOptions options) : options_(std::move(options)) {
+OutlierAnalysis::OutlierAnalysis(models::ModelPoints table, AnalysisOptions options)
+    : table_(std::move(table)), options_(std::move(options)) {
   const AnalysisOptions& o = options_;
-  check_family(o.family, "outlier analysis");
-  QT_CHECK(o.layers >= 1 && o.heads >= 1,
-           "outlier analysis: needs layers >= 1 and heads >= 1, got {} and {}", o.layers, o.heads);
+  const int64_t layers = table_.layers, heads = table_.heads;
+  QT_CHECK(layers >= 1 && heads >= 1,
+           "outlier analysis: needs layers >= 1 and heads >= 1, got {} and {}", layers, heads);
   QT_CHECK(o.histogram_bins >= 1, "outlier analysis: histogram_bins must be >= 1, got {}",
            o.histogram_bins);
   QT_CHECK(o.outlier_sigmas > 0, "outlier analysis: outlier_sigmas must be > 0, got {}",
            o.outlier_sigmas);
   QT_CHECK(o.top_count >= 1, "outlier analysis: top_count must be >= 1, got {}", o.top_count);
-  if (options_.attention_layer < 0) options_.attention_layer = o.layers - 1;
-  QT_CHECK(o.attention_layer < o.layers,
+  if (options_.attention_layer < 0) options_.attention_layer = layers - 1;
+  QT_CHECK(o.attention_layer < layers,
            "outlier analysis: attention layer {} is out of range for a model with {} layers",
-           o.attention_layer, o.layers);
-  QT_CHECK(o.attention_head >= 0 && o.attention_head < o.heads,
+           o.attention_layer, layers);
+  QT_CHECK(o.attention_head >= 0 && o.attention_head < heads,
            "outlier analysis: attention head {} is out of range for {} heads", o.attention_head,
-           o.heads);
-  if (options_.kurtosis_batches == 0)
-    options_.kurtosis_batches = o.family == "bert"  ? kBertKurtosisBatches
-                                : o.family == "opt" ? kOptKurtosisBatches
-                                                    : -1;
+           heads);
+  if (options_.kurtosis_batches == 0) options_.kurtosis_batches = table_.analysis.kurtosis_batches;
   if (options_.histogram_point.empty())
-    options_.histogram_point = layer_points(o.family, o.layers - 1).ffn_output;
-  const bool opt = o.family == "opt";
-  for (int64_t l = 0; l < o.layers; ++l) {
-    const LayerPoints p = layer_points(o.family, l);
-    PointRole& ffn = roles_[p.ffn_output];
-    ffn.layer = l;
-    ffn.metrics = ffn.outliers = true;
-    ffn.rows_per_token = opt;  // HF runs OPT's FFN on a (B·T, d) view
-    ffn.outlier_slot = static_cast<int64_t>(outliers_.size());
-    outliers_.push_back(OutlierCounts{p.ffn_output, l, 0, 0, {}, {}});
-    PointRole& residual = roles_[p.residual_sum];
-    residual.layer = l;
-    residual.metrics = true;
-    PointRole& block = roles_[p.block_output];
-    block.layer = l;
-    block.metrics = block.outliers = true;
-    block.outlier_slot = static_cast<int64_t>(outliers_.size());
-    outliers_.push_back(OutlierCounts{p.block_output, l, 0, 0, {}, {}});
-    roles_[p.probabilities].layer = l;
-    roles_[p.probabilities].probabilities = true;
-    roles_[p.gate].layer = l;
-    roles_[p.gate].gate = true;
-    if (opt) {
-      for (const std::string* name : {&p.attention_output, &p.attention_layer_norm}) {
-        roles_[*name].layer = l;
-        roles_[*name].metrics = true;
-      }
-      PointRole& ffn_norm = roles_[p.ffn_layer_norm];
-      ffn_norm.layer = l;
-      ffn_norm.metrics = ffn_norm.rows_per_token = true;
+    options_.histogram_point = layer_points(table_, layers - 1).ffn_output;
+  // The roles of the model's analysis points; the 6-sigma outliers are counted at every layer's
+  // FFN output and block output.
+  using models::AnalysisRole;
+  for (int64_t l = 0; l < layers; ++l) {
+    for (const AnalysisRole outlier_role : {AnalysisRole::ffn_output, AnalysisRole::block_output}) {
+      const std::string& name = models::point_with_role(table_, l, outlier_role).name;
+      PointRole& role = roles_[name];
+      role.outliers = true;
+      role.outlier_slot = static_cast<int64_t>(outliers_.size());
+      outliers_.push_back(OutlierCounts{name, l, 0, 0, {}, {}});
     }
   }
-  if (opt) roles_["decoder.final_layer_norm:output"].metrics = true;
-  delimiter_sum_.assign(static_cast<size_t>(o.layers),
-                        std::vector<double>(static_cast<size_t>(o.heads), 0.0));
-  delimiter_queries_.assign(static_cast<size_t>(o.layers), 0);
-  gates_.resize(static_cast<size_t>(o.layers));
+  for (const models::ModelPoint& p : table_.points) {
+    if (p.kind != models::PointKind::activation) continue;
+    if (!p.metrics && p.role != AnalysisRole::probabilities && p.role != AnalysisRole::gate)
+      continue;
+    PointRole& role = roles_[p.name];
+    role.layer = p.layer;
+    role.metrics = p.metrics;
+    role.rows_per_token = p.rows_per_token;
+    role.probabilities = p.role == AnalysisRole::probabilities;
+    role.gate = p.role == AnalysisRole::gate;
+  }
+  delimiter_sum_.assign(static_cast<size_t>(layers),
+                        std::vector<double>(static_cast<size_t>(heads), 0.0));
+  delimiter_queries_.assign(static_cast<size_t>(layers), 0);
+  gates_.resize(static_cast<size_t>(layers));
+  first_block_output_ = models::point_with_role(table_, 0, AnalysisRole::block_output).name;
   int64_t largest_id = 0;
   for (int64_t id : o.delimiter_ids) {
     QT_CHECK(id >= 0, "outlier analysis: negative delimiter token id {}", id);
@@ -196,14 +181,15 @@ OutlierAnalysis::OutlierAnalysis(AnalysisOptions options) : options_(std::move(o
 }
 
 std::string OutlierAnalysis::token_text(int64_t id) const {
-  if (options_.family == "vit") return id == 0 ? "[CLS]" : "patch " + std::to_string(id - 1);
+  if (table_.analysis.image_positions)
+    return id == 0 ? std::string("[CLS]") : fmt::format("patch {}", id - 1);
   if (id >= 0 && id < static_cast<int64_t>(options_.token_strings.size()))
     return options_.token_strings[static_cast<size_t>(id)];
-  return "#" + std::to_string(id);
+  return fmt::format("#{}", id);
 }
 
 void OutlierAnalysis::begin_batch(const Tensor& input_ids) {
-  if (options_.family == "vit") {
+  if (table_.analysis.image_positions) {
     QT_CHECK(!input_ids.defined(), "outlier analysis: images take no input_ids, got {}",
              shape_str(input_ids.shape()));
     input_ids_ = Tensor();
@@ -226,7 +212,7 @@ void OutlierAnalysis::begin_batch(const Tensor& input_ids) {
 }
 
 bool OutlierAnalysis::is_delimiter(int64_t batch, int64_t position) const {
-  if (options_.family == "vit") return position == 0;  // the CLS token
+  if (table_.analysis.image_positions) return position == 0;  // the CLS token
   return delimiter_key_[static_cast<size_t>(batch * input_ids_.size(1) + position)] != 0;
 }
 
@@ -241,8 +227,7 @@ Tensor OutlierAnalysis::at(const std::string& point, const Tensor& x) {
   if (found == roles_.end()) return x;
   const PointRole& role = found->second;
   if (role.metrics) {
-    if (role.layer == 0 && point == layer_points(options_.family, 0).block_output)
-      sequences_ += x.size(0);
+    if (point == first_block_output_) sequences_ += x.size(0);
     const bool with_kurtosis =
         options_.kurtosis_batches < 0 || batches_ - 1 < options_.kurtosis_batches;
     const Tensor rows = role.rows_per_token && x.dim() == 3
@@ -269,7 +254,7 @@ void OutlierAnalysis::observe_outliers(OutlierCounts& counts, const Tensor& x) {
     counts.per_hidden[k] += report.count_per_hidden[k];
   for (const OutlierPosition& o : report.outliers) {
     int64_t key = o.token;  // images: the position (0 = CLS)
-    if (options_.family != "vit") {
+    if (!table_.analysis.image_positions) {
       QT_CHECK(input_ids_.size(0) == x.size(0) && input_ids_.size(1) == x.size(1),
                "outlier analysis: {} is {} but the batch's input_ids are {}", counts.point,
                shape_str(x.shape()), shape_str(input_ids_.shape()));
@@ -280,12 +265,12 @@ void OutlierAnalysis::observe_outliers(OutlierCounts& counts, const Tensor& x) {
 }
 
 void OutlierAnalysis::observe_probabilities(int64_t layer, const Tensor& x) {
-  const int64_t H = options_.heads;
+  const int64_t H = table_.heads;
   QT_CHECK(x.dim() == 4 && x.size(1) == H && x.size(2) == x.size(3),
            "outlier analysis: attention probabilities of layer {} must be [B, {}, T, T], got {}",
            layer, H, shape_str(x.shape()));
   const int64_t B = x.size(0), T = x.size(2);
-  if (options_.family != "vit")
+  if (!table_.analysis.image_positions)
     QT_CHECK(input_ids_.size(0) == B && input_ids_.size(1) == T,
              "outlier analysis: attention probabilities {} do not match input_ids {}",
              shape_str(x.shape()), shape_str(input_ids_.shape()));
@@ -297,7 +282,7 @@ void OutlierAnalysis::observe_probabilities(int64_t layer, const Tensor& x) {
     for (int64_t j = 0; j < T; ++j) key[static_cast<size_t>(b * T + j)] = is_delimiter(b, j);
   std::vector<double> mass(static_cast<size_t>(B * H), 0.0);
   const int64_t work = B * H * T * T;
-#pragma omp parallel for schedule(static) if (work > kParallelThreshold)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(work, qt::WorkCost::standard))
   for (int64_t bh = 0; bh < B * H; ++bh) {
     const int64_t b = bh / H;
     const double* matrix = values + bh * T * T;
@@ -320,12 +305,12 @@ void OutlierAnalysis::observe_probabilities(int64_t layer, const Tensor& x) {
     attention_.tokens.clear();
     for (int64_t t = 0; t < T; ++t)
       attention_.tokens.push_back(
-          token_text(options_.family == "vit" ? t : input_ids_.data<int64_t>()[t]));
+          token_text(table_.analysis.image_positions ? t : input_ids_.data<int64_t>()[t]));
   }
 }
 
 void OutlierAnalysis::observe_gate(int64_t layer, const Tensor& x) {
-  const int64_t H = options_.heads;
+  const int64_t H = table_.heads;
   QT_CHECK(x.dim() == 3 && x.size(2) == H,
            "outlier analysis: gate probabilities of layer {} must be [B, T, {}], got {}", layer, H,
            shape_str(x.shape()));
@@ -352,9 +337,9 @@ AnalysisResult OutlierAnalysis::result() const {
   const AnalysisOptions& o = options_;
   QT_CHECK(batches_ > 0, "outlier analysis: no batch was analysed");
   AnalysisResult r;
-  r.family = o.family;
-  r.layers = o.layers;
-  r.heads = o.heads;
+  r.family = table_.family;
+  r.layers = table_.layers;
+  r.heads = table_.heads;
   r.batches = batches_;
   r.sequences = sequences_;
   for (const auto& [name, sums] : metrics_.per_name)
@@ -362,50 +347,20 @@ AnalysisResult OutlierAnalysis::result() const {
   for (const auto& [name, role] : roles_)
     QT_CHECK(!role.metrics || r.names.count(name) != 0,
              "outlier analysis: the tap point {} never fired (is the model a {} with {} layers?)",
-             name, o.family, o.layers);
-  std::vector<std::string> ffn_outputs, block_outputs, residual_sums;
-  for (int64_t l = 0; l < o.layers; ++l) {
-    const LayerPoints p = layer_points(o.family, l);
+             name, table_.family, table_.layers);
+  for (int64_t l = 0; l < table_.layers; ++l) {
+    const LayerPoints p = layer_points(table_, l);
     r.layer_metrics.push_back(LayerMetrics{r.names.at(p.ffn_output), r.names.at(p.residual_sum),
                                            r.names.at(p.block_output)});
-    ffn_outputs.push_back(p.ffn_output);
-    block_outputs.push_back(p.block_output);
-    residual_sums.push_back(p.residual_sum);
   }
+  const models::HeadlineDefinition& definition = table_.analysis.headline;
   Headline& h = r.headline;
-  if (o.family == "bert") {
-    h.extra["max_ffn_output_inf_norm"] = metrics_.max_inf_norm(ffn_outputs);
-    h.extra["max_block_output_inf_norm"] = metrics_.max_inf_norm(block_outputs);
-    h.extra["max_residual_sum_inf_norm"] = metrics_.max_inf_norm(residual_sums);
-    h.max_inf_norm = h.extra["max_ffn_output_inf_norm"];
-    h.max_inf_norm_definition = "max over layers of the FFN output (output.dense) inf norm";
-    std::vector<std::string> kurtosis_names = ffn_outputs;
-    kurtosis_names.insert(kurtosis_names.end(), block_outputs.begin(), block_outputs.end());
-    h.avg_kurtosis = metrics_.mean_kurtosis(kurtosis_names);
-    h.avg_kurtosis_definition = "mean over the 2L FFN outputs and block outputs";
-  } else if (o.family == "opt") {
-    h.extra["max_inf_norm_all"] = metrics_.max_inf_norm();
-    h.extra["max_ffn_inf_norm"] = metrics_.max_inf_norm(ffn_outputs);
-    h.extra["max_layer_inf_norm"] = metrics_.max_inf_norm(block_outputs);
-    h.max_inf_norm = h.extra["max_layer_inf_norm"];
-    h.max_inf_norm_definition = "max layer inf norm: max over the layer outputs";
-    // The 1 + 5L names of validate_clm (not the ffn_residual alias of each layer output).
-    std::vector<std::string> spec_names = {"decoder.final_layer_norm:output"};
-    for (int64_t l = 0; l < o.layers; ++l) {
-      const LayerPoints p = layer_points(o.family, l);
-      for (const std::string* name : {&p.block_output, &p.ffn_output, &p.ffn_layer_norm,
-                                      &p.attention_output, &p.attention_layer_norm})
-        spec_names.push_back(*name);
-    }
-    h.avg_kurtosis = metrics_.mean_kurtosis(spec_names);
-    h.avg_kurtosis_definition = "mean over all 1 + 5L tensor names";
-  } else {
-    h.max_inf_norm = metrics_.max_inf_norm(block_outputs);
-    h.max_inf_norm_definition = "max over the block outputs";
-    h.extra["max_ffn_output_inf_norm"] = metrics_.max_inf_norm(ffn_outputs);
-    h.avg_kurtosis = metrics_.mean_kurtosis(block_outputs);
-    h.avg_kurtosis_definition = "mean over the block outputs";
-  }
+  for (const models::NormSet& set : definition.extra_max_inf_norms)
+    h.extra[set.key] = metrics_.max_inf_norm(set.points);
+  h.max_inf_norm = metrics_.max_inf_norm(definition.max_inf_norm_points);
+  h.max_inf_norm_definition = definition.max_inf_norm_definition;
+  h.avg_kurtosis = metrics_.mean_kurtosis(definition.kurtosis_points);
+  h.avg_kurtosis_definition = definition.kurtosis_definition;
   for (const OutlierCounts& c : outliers_) {
     PointOutliers p;
     p.point = c.point;
@@ -421,18 +376,18 @@ AnalysisResult OutlierAnalysis::result() const {
     for (CountedIndex& t : p.tokens) t.text = token_text(t.index);
     r.outliers.push_back(std::move(p));
   }
-  if (o.family == "vit") {
+  if (table_.analysis.image_positions) {
     r.delimiter_names = {"[CLS]"};
   } else {
     r.delimiter_ids = o.delimiter_ids;
     for (int64_t id : o.delimiter_ids) r.delimiter_names.push_back(token_text(id));
   }
-  for (int64_t l = 0; l < o.layers; ++l) {
+  for (int64_t l = 0; l < table_.layers; ++l) {
     const int64_t queries = delimiter_queries_[static_cast<size_t>(l)];
     QT_CHECK(queries > 0,
              "outlier analysis: layer {} produced no attention probabilities (the tap point {} "
              "never fired)",
-             l, layer_points(o.family, l).probabilities);
+             l, layer_points(table_, l).probabilities);
     std::vector<double> mass = delimiter_sum_[static_cast<size_t>(l)];
     for (double& m : mass) m /= static_cast<double>(queries);
     r.delimiter_attention.push_back(std::move(mass));
@@ -440,11 +395,11 @@ AnalysisResult OutlierAnalysis::result() const {
   const bool gated =
       std::any_of(gates_.begin(), gates_.end(), [](const GateSums& g) { return g.count > 0; });
   if (gated) {
-    for (int64_t l = 0; l < o.layers; ++l) {
+    for (int64_t l = 0; l < table_.layers; ++l) {
       const GateSums& g = gates_[static_cast<size_t>(l)];
       QT_CHECK(g.count > 0, "outlier analysis: layer {} has no gate probabilities", l);
       std::vector<GateStatistics> heads;
-      for (int64_t hd = 0; hd < o.heads; ++hd)
+      for (int64_t hd = 0; hd < table_.heads; ++hd)
         heads.push_back(
             GateStatistics{g.sum[static_cast<size_t>(hd)] / static_cast<double>(g.count),
                            g.min[static_cast<size_t>(hd)], g.max[static_cast<size_t>(hd)]});
@@ -602,10 +557,9 @@ AnalysisResult analyze_model(models::Model& model, const models::RunData& data,
                              AnalysisOptions options, int64_t batch_size, int64_t batches) {
   QT_CHECK(batch_size > 0, "analyze_model: batch size must be > 0, got {}", batch_size);
   QT_CHECK(data.validation_samples > 0, "analyze_model: the validation split is empty");
-  options.family = model.config.family;
-  options.layers = model.config.layers;
-  options.heads = model.config.heads;
-  OutlierAnalysis analysis(std::move(options));
+  const models::ModelPoints table = model.points();
+  const bool images = table.analysis.image_positions;
+  OutlierAnalysis analysis(table, std::move(options));
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard no_grad;
@@ -618,7 +572,7 @@ AnalysisResult analyze_model(models::Model& model, const models::RunData& data,
     indices.resize(static_cast<size_t>(end - begin));
     std::iota(indices.begin(), indices.end(), begin);
     const models::Batch batch = models::to_model_batch(data.validation_batch(indices, 0));
-    analysis.begin_batch(model.config.family == "vit" ? Tensor() : batch.input_ids);
+    analysis.begin_batch(images ? Tensor() : batch.input_ids);
     nn::TapScope scope(&analysis);
     // The loss runs the whole model (BERT's head only on masked rows); with no label in the
     // batch, the logits do.

@@ -1,8 +1,8 @@
-// Outlier analysis of a trained model (paper §3 and §5; paper-spec §5): activation taps
+// Outlier analysis of a trained model (paper §3 and §5; method.md §5): activation taps
 // (nn/activation_tap.h) that watch ordinary validation forward passes and collect
 //
 //   outlier metrics    per tensor name, the per-row infinity norm and kurtosis averaged over all
-//                      rows seen (quant/outlier_metrics.h), for the spec §5 tensor sets:
+//                      rows seen (quant/outlier_metrics.h), for the method.md §5 tensor sets:
 //                        BERT  per layer: FFN output ("output.dense"), the residual sum FFN + h1
 //                              (the input of "output.LayerNorm") and the block output (that LN);
 //                        OPT   per layer: layer output, fc2, final_layer_norm, out_proj,
@@ -24,7 +24,7 @@
 //   plot data          a histogram of one activation (default: the last layer's FFN output) and the
 //                      attention probabilities of one layer and head for the first sequence.
 //
-// Headline definitions (spec §5 step 5):
+// Headline definitions (method.md §5 step 5):
 //   BERT  max inf norm = max over layers of the FFN-output average [inferred: the spec leaves open
 //         which of the three norms the tables use; all three are in `extra`];
 //         avg kurtosis = mean over the 2L names {FFN output, block output}.
@@ -41,9 +41,10 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include "models/model.h"
+#include "models/model_points.h"
 #include "models/run_data.h"
 #include "nn/activation_tap.h"
 #include "quant/outlier_metrics.h"
@@ -51,7 +52,8 @@
 
 namespace qt::quant {
 
-// The tap point names (nn/activation_tap.h) of one transformer layer of a model family.
+// The tap point names (nn/activation_tap.h) of one transformer layer, from the model's table
+// (models/model_points.h; "" where the model has no such point, e.g. `gate` when not gated).
 struct LayerPoints {
   std::string ffn_output;            // W_2 act(W_1 z + b_1) + b_2 (BERT output.dense, OPT fc2)
   std::string residual_sum;          // FFN output + residual (BERT: the input of output.LayerNorm)
@@ -63,16 +65,12 @@ struct LayerPoints {
   std::string gate;                  // gate probabilities pi [B, T, H]
 };
 
-// "encoder.layer.<l>" (bert), "decoder.layers.<l>" (opt), "layers.<l>" (vit); throws otherwise.
-std::string layer_path(const std::string& family, int64_t layer);
-LayerPoints layer_points(const std::string& family, int64_t layer);
+// Throws for a layer out of range.
+LayerPoints layer_points(const models::ModelPoints& table, int64_t layer);
 
 struct AnalysisOptions {
-  std::string family = "bert";  // bert | opt | vit
-  int64_t layers = 0;
-  int64_t heads = 0;
-  // Batches (counted from 0) whose rows enter the kurtosis averages; 0: the family's default
-  // (bert 257, opt 101, vit all); < 0: all.
+  // Batches (counted from 0) whose rows enter the kurtosis averages; 0: the model's default
+  // (models::AnalysisDescription::kurtosis_batches: bert 257, opt 101, vit all); < 0: all.
   int64_t kurtosis_batches = 0;
   // Text: token id -> its text, to name outlier tokens (ids beyond the list print as "#<id>").
   std::vector<std::string> token_strings;
@@ -87,9 +85,10 @@ struct AnalysisOptions {
   int64_t top_count = 10;  // hidden dims and tokens listed per outlier point
 };
 
-// BERT: [CLS], [SEP] and every token whose text, stripped of white space, is "." or ",";
-// OPT: </s>; ViT: none (the CLS position is used). `token_strings` as in AnalysisOptions.
-std::vector<int64_t> delimiter_token_ids(const std::string& family,
+// The model's delimiter ids (models::AnalysisDescription): BERT: [CLS], [SEP] and every token
+// whose text, stripped of white space, is "." or ","; OPT: </s>; ViT: none (the CLS position is
+// used). `token_strings` as in AnalysisOptions.
+std::vector<int64_t> delimiter_token_ids(const models::ModelPoints& table,
                                          const std::vector<std::string>& token_strings);
 
 // Averages of one tensor name (outlier_metrics.h).
@@ -143,7 +142,8 @@ struct Headline {
   std::string max_inf_norm_definition;
   double avg_kurtosis = 0;
   std::string avg_kurtosis_definition;
-  std::map<std::string, double> extra;  // the other norms of spec §5 (see the top of this file)
+  std::map<std::string, double>
+      extra;  // the other norms of method.md §5 (see the top of this file)
 };
 
 struct AnalysisResult {
@@ -170,7 +170,8 @@ AnalysisResult analysis_from_json(const nlohmann::json& json);  // throws on a m
 // result(). Observes only: every tensor is passed on unchanged.
 class OutlierAnalysis : public nn::ActivationTaps {
  public:
-  explicit OutlierAnalysis(AnalysisOptions options);
+  // `table`: the analysed model's points (Model::points()).
+  OutlierAnalysis(models::ModelPoints table, AnalysisOptions options);
 
   // Before each forward: the batch's token ids i64 [B, T] (text) or an undefined tensor (images).
   void begin_batch(const Tensor& input_ids);
@@ -206,8 +207,10 @@ class OutlierAnalysis : public nn::ActivationTaps {
   std::string token_text(int64_t id) const;
   bool is_delimiter(int64_t batch, int64_t position) const;
 
+  models::ModelPoints table_;
   AnalysisOptions options_;
   std::map<std::string, PointRole> roles_;
+  std::string first_block_output_;  // counts the sequences
   OutlierMetrics metrics_;
   std::vector<OutlierCounts> outliers_;
   std::vector<std::vector<double>> delimiter_sum_;  // [layers][heads]
@@ -222,8 +225,8 @@ class OutlierAnalysis : public nn::ActivationTaps {
 };
 
 // Runs the analysis over `batches` validation batches of `batch_size` (<= 0: all) of `data`, with
-// the model in eval mode and without autograd (restores the mode afterwards). options.family,
-// layers and heads are taken from the model's config.
+// the model in eval mode and without autograd (restores the mode afterwards), with the model's
+// own points.
 AnalysisResult analyze_model(models::Model& model, const models::RunData& data,
                              AnalysisOptions options, int64_t batch_size, int64_t batches);
 

@@ -12,13 +12,13 @@
 #include <limits>
 
 #include "tensor/ops.h"
+#include "tensor/parallel_policy.h"
 
 namespace qt::quant {
 
 namespace {
 
 constexpr int64_t kChunkElements = int64_t{1} << 14;
-constexpr int64_t kParallelThreshold = int64_t{1} << 15;
 
 // x as a dense f64 matrix [rows, n] with rows = x.shape[0] (or [1, numel] when whole_tensor).
 // Checks: defined, floating, rank >= 1, non-empty, finite.
@@ -33,7 +33,7 @@ Tensor as_rows(const Tensor& x, bool whole_tensor, const char* op) {
   const double* data = values.data<double>();
   int64_t bad = 0;
   const int64_t total = values.numel();
-#pragma omp parallel for schedule(static) reduction(+ : bad) if (total > kParallelThreshold)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (qt::worth_parallel(total, qt::WorkCost::standard))
   for (int64_t i = 0; i < total; ++i) bad += !std::isfinite(data[i]);
   QT_CHECK(bad == 0, "{}: input {} holds {} NaN or infinite values", op, shape_str(x.shape()), bad);
   return values;
@@ -68,7 +68,8 @@ std::vector<double> per_row(const Tensor& rows, RowFn row_fn) {
   const double* data = rows.data<double>();
   std::vector<double> out(count);
   double* out_data = out.data();
-#pragma omp parallel for schedule(static) if (count > 1 && count * n > kParallelThreshold)
+#pragma omp parallel for schedule( \
+    static) if (count > 1 && qt::worth_parallel(count * n, qt::WorkCost::standard))
   for (int64_t r = 0; r < count; ++r) out_data[r] = row_fn(data + r * n, n);
   return out;
 }
@@ -79,7 +80,8 @@ double chunked_sum(const double* v, int64_t n, Term term) {
   const int64_t chunks = (n + kChunkElements - 1) / kChunkElements;
   std::vector<double> partial(chunks, 0.0);
   double* partial_data = partial.data();
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold && chunks > 1)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(n, qt::WorkCost::standard) && \
+                                              chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t begin = chunk * kChunkElements;
     const int64_t end = std::min(n, begin + kChunkElements);

@@ -1,4 +1,4 @@
-// Outlier metrics (paper §5; paper-spec §5; repo validate_mlm.py / validate_clm.py and
+// Outlier metrics (paper §5; method.md §5; repo validate_mlm.py / validate_clm.py and
 // transformers_language/utils.py::kurtosis): how large and how heavy-tailed activations are.
 //
 // A hooked tensor X is viewed as rows, X.reshape(N, −1) with N = X.shape[0]: one row per sequence
@@ -11,8 +11,8 @@
 //
 // Per tensor name, both are averaged over all rows of all batches seen (OutlierMetrics below);
 // then "max inf norm" = max over a chosen set of names of the averaged inf norm, and "avg kurtosis"
-// = mean over names of their averaged kurtosis (spec §5 steps 4–5; which names: spec §5 tensor
-// sets). All statistics are accumulated in double.
+// = mean over names of their averaged kurtosis (method.md §5 steps 4–5; which names: method.md §5
+// tensor sets). All statistics are accumulated in double.
 //
 // Outliers for the analysis figures (paper §3, footnote 1): values more than 6 standard deviations
 // from the mean of their activation tensor. The spec does not say which standard deviation; here
@@ -60,7 +60,7 @@ struct OutlierReport {
 // All |x − mean| > sigmas · std positions of a [B, T, d] tensor (f32/f64, no NaN).
 OutlierReport find_outliers(const Tensor& x, double sigmas = kOutlierSigmas);
 
-// Averages of the per-row metrics per tensor name over a validation run (spec §5 step 4).
+// Averages of the per-row metrics per tensor name over a validation run (method.md §5 step 4).
 struct OutlierMetrics {
   struct Sums {
     double inf_norm_sum = 0;

@@ -1,4 +1,4 @@
-// The numbers that define a uniform affine quantizer (paper Eq. 1; paper-spec §4.1), as plain data,
+// The numbers that define a uniform affine quantizer (paper Eq. 1; method.md §4.1), as plain data,
 // and how they follow from a quantization range (x_min, x_max).
 //
 // A quantizer maps a real x to an integer code q on the grid [int_min, int_max] and back:

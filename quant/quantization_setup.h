@@ -1,9 +1,10 @@
-// What a W`b`A`b` post-training quantization of a qtlab model quantizes (paper-spec §4.3, §4.4):
+// What a W`b`A`b` post-training quantization of a qtlab model quantizes (method.md §4.3, §4.4):
 // the activation points (nn/activation_tap.h names) that get an asymmetric per-tensor fake
 // quantizer with a running min-max range, and the weights that get a symmetric per-tensor one.
 // Everything not listed stays in floating point.
 //
-// The setup is built per family from the §4.3 tables. Per transformer block (all families):
+// The setup is the quantized rows of the model's own point table (Model::points(),
+// models/model_points.h), which each model writes from the §4.3 tables. Per transformer block:
 //
 //   point                               BERT (post-LN)            OPT / ViT (pre-LN)
 //   <block>.attention.{query,key,value}:output   Q, K, V projection outputs
@@ -28,8 +29,9 @@
 //   (LayerNorm betas, every bias and the gate parameters stay FP).
 //
 // Model level:
-//   BERT  :embedding_sum (word + position [+ type: absorbed, models/bert.h], so the paper's two
-//         sums (word + type), (+ position) are one point here), embeddings.layer_norm:output;
+//   BERT  :embedding_sum (word + position [+ type: a constant the position table absorbs], so
+//         the paper's two sums (word + type), (+ position) are one point here),
+//         embeddings.layer_norm:output;
 //         tables word/position and the embedding LN gamma. The MLM head (transform, GELU, LN,
 //         tied decoder) stays FP (head_quantized = false, the repo); with head_quantized the
 //         transform and head LN get weight + output quantizers and the logits (":logits") one.
@@ -37,7 +39,7 @@
 //         final_layer_norm_bits, the repo's "+int16_final_LN"); tables and gammas. lm_head:
 //         FP by default ("fp32_head", as the paper); head_quantized = the repo's "all" setup:
 //         the tied weight and the logits (":logits") are quantized.
-//   ViT   (no code in the repo; placement inferred by analogy — see paper-spec §4.3):
+//   ViT   (no code in the repo; placement inferred by analogy — see method.md §4.3):
 //         patch_embedding:output (the stride-p convolution), patch_layer_norm:output if present,
 //         :embedding_sum ([CLS; patches] + positions), layer_norm:output (final LN),
 //         head:output (the classifier: quantized by default, the paper's "all weights and
@@ -82,10 +84,12 @@ struct QuantizationOptions {
   int final_layer_norm_bits = 0;  // 0: layer_norm_bits
 };
 
-// The paper's settings (spec §4.4) for "bert", "opt", "vit" at `bits` (weights and activations):
-// BERT / ViT: min-max weights, running min-max activations; OPT: MSE-grid weights, running
-// 99.999th-percentile activations, FP head. ViT: quantized classifier head.
-QuantizationOptions paper_quantization_options(const std::string& family, int bits = 8);
+// The paper's settings (docs/method.md, "Quantization settings") for the model at `bits` (weights
+// and activations), from the model's own defaults (models::QuantizationDefaults): BERT / ViT:
+// min-max weights, running min-max activations; OPT: MSE-grid weights, running 99.999th-percentile
+// activations; BERT / OPT: FP head; ViT: quantized classifier head.
+QuantizationOptions paper_quantization_options(const models::ModelPoints& points, int bits = 8);
+QuantizationOptions paper_quantization_options(const models::Model& model, int bits = 8);
 
 struct ActivationPoint {
   int bits = 8;
@@ -107,8 +111,9 @@ struct QuantizationSetup {
   std::map<std::string, WeightPoint> weights;          // parameter name -> quantizer
 };
 
-// The setup for `model` (a models::Bert, Opt or Vit). Throws for invalid bits, a percentile out
-// of range, a weight range other than current_min_max / mse_grid, or an unknown model class.
+// The setup for `model`: the quantized rows of model.points(). Throws for invalid bits, a
+// percentile out of range, a weight range other than current_min_max / mse_grid, or a listed
+// weight the model does not have.
 QuantizationSetup quantization_setup(const models::Model& model,
                                      const QuantizationOptions& options);
 

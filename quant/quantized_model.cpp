@@ -6,9 +6,12 @@
 #include <algorithm>
 #include <numeric>
 #include <random>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "autograd/node.h"
+#include "models/model_points.h"
 #include "quant/uniform_quantizer.h"
 #include "tensor/error.h"
 #include "tensor/view.h"
@@ -43,9 +46,18 @@ std::string activation_range_name(const QuantizationOptions& options) {
 QuantizedModel::QuantizedModel(std::shared_ptr<models::Model> model, QuantizationSetup setup)
     : model_(std::move(model)), setup_(std::move(setup)) {
   QT_CHECK(model_ != nullptr, "QuantizedModel: no model");
-  QT_CHECK(setup_.family == model_->config.family,
-           "QuantizedModel: the setup is for a {} model, the model is {}", setup_.family,
-           model_->config.family);
+  // The setup must come from this model's own point table (quantization_setup(model, ...)).
+  const models::ModelPoints table = model_->points();
+  std::set<std::string> rows;
+  for (const models::ModelPoint& p : table.points) rows.insert(p.name);
+  const auto check_row = [&](const std::string& name) {
+    QT_CHECK(rows.count(name) != 0,
+             "QuantizedModel: the setup is for a {} model, the model is {} (its points have no "
+             "'{}')",
+             setup_.family, table.family, name);
+  };
+  for (const auto& entry : setup_.activations) check_row(entry.first);
+  for (const auto& entry : setup_.weights) check_row(entry.first);
   for (const auto& [point, settings] : setup_.activations) {
     check_bits(settings.bits, "QuantizedModel: activation bits");
     activations_.emplace(
@@ -88,7 +100,7 @@ Tensor QuantizedModel::at(const std::string& point, const Tensor& x) {
   if (activation != activations_.end()) {
     ActivationQuantizer& q = activation->second;
     if (!frozen_) {
-      // Calibration: update the running range, then quantize with it (spec §4.4 step 3).
+      // Calibration: update the running range, then quantize with it (method.md §4.4 step 3).
       q.estimator.update(x);
       q.parameters = q.estimator.parameters(q.bits, /*symmetric=*/false);
     }

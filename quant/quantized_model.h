@@ -1,5 +1,5 @@
-// A model under simulated W`b`A`b` post-training quantization (paper-spec §4): the paper's
-// "wrap the model, calibrate, freeze, evaluate" (spec §4.4) on top of the activation taps of
+// A model under simulated W`b`A`b` post-training quantization (method.md §4): the paper's
+// "wrap the model, calibrate, freeze, evaluate" (method.md §4.4) on top of the activation taps of
 // nn/activation_tap.h, with the points and weights of quant/quantization_setup.h.
 //
 //   construction  every weight of the setup is fake-quantized IN PLACE in the model it is given
@@ -9,14 +9,14 @@
 //                 is quantized at its lookups (quantization_setup.h, "Tied tables").
 //   calibration   N batches in eval mode without autograd. At every quantized point the quantizer
 //                 first updates its running range with the tensor it sees, then fake-quantizes
-//                 the tensor with the CURRENT range (spec §4.4 step 3), so later points already see
-//                 quantized inputs while calibrating:
+//                 the tensor with the CURRENT range (method.md §4.4 step 3), so later points
+//                 already see quantized inputs while calibrating:
 //                   batch 1:  (x_min, x_max) = (m, M)      m, M = min, max (or percentiles) of x
 //                   later:    x_min ← 0.9 x_min + 0.1 m,  x_max ← 0.9 x_max + 0.1 M
-//                 (asymmetric: s = (x_max − x_min) / (2^b − 1), z = ⌊−x_min / s⌉, spec §4.1)
+//                 (asymmetric: s = (x_max − x_min) / (2^b − 1), z = ⌊−x_min / s⌉, method.md §4.1)
 //   freeze        the ranges are fixed; forward passes only fake-quantize.
 //
-// The paper calibrates on 16 batches sampled at random from the training set (spec §4.4); the
+// The paper calibrates on 16 batches sampled at random from the training set (method.md §4.4); the
 // sample indices here come from a seeded Fisher–Yates shuffle of the training split.
 //
 // QuantizedModel is the ActivationTaps implementation itself: loss / logits / evaluate install it

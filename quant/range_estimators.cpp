@@ -15,13 +15,13 @@
 #include <numeric>
 
 #include "tensor/ops.h"
+#include "tensor/parallel_policy.h"
 
 namespace qt::quant {
 
 namespace {
 
 constexpr int64_t kChunkElements = int64_t{1} << 14;
-constexpr int64_t kParallelThreshold = int64_t{1} << 15;
 
 // a·b rounded on its own. GCC contracts a·b + c into one fused multiply-add (a single rounding)
 // even in ISO C++ mode, while torch and numpy round every operation; the few expressions that must
@@ -76,7 +76,7 @@ void check_finite(const Tensor& rows, const char* op, const Shape& original_shap
   const int64_t n = rows.numel();
   const int64_t chunks = (n + kChunkElements - 1) / kChunkElements;
   int64_t bad = 0;
-#pragma omp parallel for schedule(static) reduction(+ : bad) if (n > kParallelThreshold && chunks > 1)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (qt::worth_parallel(n, qt::WorkCost::standard) && chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t begin = chunk * kChunkElements;
     bad += count_non_finite(data + begin, std::min(n, begin + kChunkElements) - begin);
@@ -98,7 +98,7 @@ QuantizationRange rows_min_max(const Tensor& rows, std::optional<int64_t> channe
 #pragma omp parallel for schedule(static) reduction(min    \
                                                     : low) \
     reduction(max                                          \
-              : high) if (n > kParallelThreshold && chunks > 1)
+              : high) if (qt::worth_parallel(n, qt::WorkCost::standard) && chunks > 1)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
       const int64_t begin = chunk * kChunkElements;
       const MinMax m = chunk_min_max(row + begin, std::min(n, begin + kChunkElements) - begin);
@@ -226,7 +226,8 @@ void mse_update(MseGridSearch& s, const RangeEstimatorOptions& o, const Tensor& 
   const int64_t candidates = per_channel - first;
   const int64_t channels = s.channels;
   double* losses = s.losses.data();
-#pragma omp parallel for schedule(dynamic, 1) if (candidates * rows.numel() > kParallelThreshold)
+#pragma omp parallel for schedule( \
+    dynamic, 1) if (qt::worth_parallel(candidates * rows.numel(), qt::WorkCost::standard))
   for (int64_t index = 0; index < candidates; ++index) {
     const int64_t candidate = first + index;
     const Thresholds t = candidate_thresholds(s, o.bits, candidate);

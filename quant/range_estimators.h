@@ -1,4 +1,4 @@
-// Range estimators (paper-spec §4.2; repo quantization/range_estimators.py): they watch the
+// Range estimators (method.md §4.2; repo quantization/range_estimators.py): they watch the
 // tensors a quantizer sees during calibration and decide the range (x_min, x_max) from which
 // quant/quantization_parameters.h computes the scale and zero point.
 //

@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "autograd/node.h"
+#include "tensor/parallel_policy.h"
 #include "tensor/view.h"
 
 namespace qt::ops {
@@ -27,7 +28,6 @@ namespace qt::ops {
 namespace {
 
 constexpr int64_t kChunkElements = int64_t{1} << 14;
-constexpr int64_t kParallelThreshold = int64_t{1} << 15;  // below: one thread
 
 // Channel of flat index i = (i / inner) % channels.
 struct ChannelLayout {
@@ -50,7 +50,7 @@ int64_t for_each_channel_run(int64_t n, ChannelLayout layout, const Run& run) {
   if (n == 0) return 0;
   const int64_t chunks = (n + kChunkElements - 1) / kChunkElements;
   int64_t total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (n > kParallelThreshold && chunks > 1)
+#pragma omp parallel for schedule(static) reduction(+ : total) if (qt::worth_parallel(n, qt::WorkCost::standard) && chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t end = std::min(n, (chunk + 1) * kChunkElements);
     int64_t i = chunk * kChunkElements;

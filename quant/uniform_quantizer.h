@@ -1,4 +1,4 @@
-// The uniform affine quantizer (paper Eq. 1; paper-spec §4.1) applied to tensors: simulated
+// The uniform affine quantizer (paper Eq. 1; method.md §4.1) applied to tensors: simulated
 // ("fake") quantization, its straight-through-estimator backward, and the integer quantize /
 // dequantize pair for integer inference. Parameters: quant/quantization_parameters.h.
 //
@@ -9,7 +9,7 @@
 // division x / s as torch does (not a multiplication by 1/s, which rounds differently at ties):
 // for f32 inputs the results are bit-identical to the repo's torch code.
 //
-// Straight-through estimator (spec §4.1; repo round_ste_func followed by torch.clamp):
+// Straight-through estimator (method.md §4.1; repo round_ste_func followed by torch.clamp):
 //   the rounding passes the gradient unchanged, the clamp passes it only where its input lies in
 //   the grid (boundaries included, as torch.clamp), so
 //

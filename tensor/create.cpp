@@ -16,6 +16,7 @@
 
 #include "tensor/convert_value.h"
 #include "tensor/elementwise_loop.h"
+#include "tensor/parallel_policy.h"
 #include "tensor/random.h"
 
 namespace qt::ops {
@@ -23,7 +24,6 @@ namespace qt::ops {
 namespace {
 
 using detail::convert_value;
-using detail::kParallelThreshold;
 
 // Writes `value` into every element of t (any layout).
 template <typename T>
@@ -51,7 +51,7 @@ Tensor generate(const Shape& shape, DType dtype, Make make) {
   Tensor out = Tensor::empty(shape, dtype);
   T* data = out.data<T>();
   const int64_t n = out.numel();
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold / 8)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(n, qt::WorkCost::expensive))
   for (int64_t i = 0; i < n; ++i) data[i] = make(static_cast<uint64_t>(i));
   return out;
 }

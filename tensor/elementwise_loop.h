@@ -14,7 +14,7 @@
 //      tight loop the compiler can vectorize when the strides are 1 (or 0, for a broadcast scalar).
 //
 // Threading: the rows are cut into chunks of about kElementsPerChunk elements, and an OpenMP loop
-// over chunks runs them (only when the tensor is larger than kParallelThreshold). Each chunk finds
+// over chunks runs them (only when worth_parallel, tensor/parallel_policy.h). Each chunk finds
 // the multi-index of its first row once and then steps it like an odometer. Elementwise results do
 // not depend on how the rows are split, so they are identical for any thread count.
 //
@@ -31,13 +31,12 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "tensor/parallel_policy.h"
 #include "tensor/shape.h"
 #include "tensor/tensor.h"
 
 namespace qt::detail {
 
-// Below this many elements a kernel runs on one thread (forking costs more than it saves).
-constexpr int64_t kParallelThreshold = int64_t{1} << 15;
 // Work per OpenMP chunk in the strided loop.
 constexpr int64_t kElementsPerChunk = int64_t{1} << 14;
 
@@ -103,7 +102,8 @@ void for_each_row(const Shape& shape, const std::array<Shape, N>& strides, RowFn
   const int64_t rows_per_chunk = std::max<int64_t>(1, kElementsPerChunk / length);
   const int64_t chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
 
-#pragma omp parallel for schedule(static) if (rows * length > kParallelThreshold && chunks > 1)
+#pragma omp parallel for schedule( \
+    static) if (qt::worth_parallel(rows * length, qt::WorkCost::standard) && chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t first_row = chunk * rows_per_chunk;
     const int64_t last_row = std::min(rows, first_row + rows_per_chunk);
@@ -138,7 +138,8 @@ void for_each_row(const Shape& shape, const std::array<Shape, N>& strides, RowFn
 template <typename Body>
 void parallel_chunks(int64_t n, Body&& body) {
   const int64_t chunks = (n + kElementsPerChunk - 1) / kElementsPerChunk;
-#pragma omp parallel for schedule(static) if (n > kParallelThreshold && chunks > 1)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(n, qt::WorkCost::standard) && \
+                                              chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     body(chunk * kElementsPerChunk, std::min(n, (chunk + 1) * kElementsPerChunk));
   }

@@ -15,13 +15,12 @@
 #include <numeric>
 #include <type_traits>
 
+#include "tensor/parallel_policy.h"
 #include "tensor/view.h"
 
 namespace qt::ops {
 
 namespace {
-
-constexpr int64_t kParallelThreshold = 1 << 15;  // elements; smaller work stays single-threaded
 
 // A dense tensor of zeros (all-zero bytes are 0 in every dtype, 0.0 included).
 Tensor zeros_of(const Shape& shape, DType dtype) {
@@ -183,7 +182,8 @@ Tensor gather(const Tensor& x, int64_t axis, const Tensor& index) {
     using T = decltype(tag);
     const T* in = x.data<T>();
     T* result = out.data<T>();
-#pragma omp parallel for schedule(static) if (out.numel() > kParallelThreshold)
+#pragma omp parallel for schedule( \
+    static) if (qt::worth_parallel(out.numel(), qt::WorkCost::standard))
     for (int64_t ok = 0; ok < plan.outer * K; ++ok) {
       const int64_t o = ok / K;
       const int64_t* row_indices = indices + ok * inner;
@@ -212,7 +212,8 @@ Tensor scatter_add(const Shape& shape, int64_t axis, const Tensor& index, const 
     using T = decltype(tag);
     const T* in = source.data<T>();
     T* result = out.data<T>();
-#pragma omp parallel for schedule(static) if (grad.numel() > kParallelThreshold)
+#pragma omp parallel for schedule( \
+    static) if (qt::worth_parallel(grad.numel(), qt::WorkCost::standard))
     for (int64_t o = 0; o < plan.outer; ++o) {
       T* base = result + plan.outer_offsets[o];
       for (int64_t k = 0; k < K; ++k) {
@@ -259,7 +260,8 @@ Tensor index_select(const Tensor& x, int64_t axis, const Tensor& index) {
   const size_t row_bytes = static_cast<size_t>(inner) * dtype_size(x.dtype());
   const char* in = static_cast<const char*>(input.raw_data());
   char* result = static_cast<char*>(out.raw_data());
-#pragma omp parallel for schedule(static) if (out.numel() > kParallelThreshold)
+#pragma omp parallel for schedule( \
+    static) if (qt::worth_parallel(out.numel(), qt::WorkCost::standard))
   for (int64_t ok = 0; ok < outer * K; ++ok) {
     const int64_t o = ok / K, k = ok % K;
     std::memcpy(result + ok * row_bytes, in + (o * N + rows[k]) * row_bytes, row_bytes);
@@ -303,7 +305,8 @@ Tensor index_add(const Shape& shape, int64_t axis, const Tensor& index, const Te
     using T = decltype(tag);
     const T* in = source.data<T>();
     T* result = out.data<T>();
-#pragma omp parallel for schedule(static) if (grad.numel() > kParallelThreshold)
+#pragma omp parallel for schedule( \
+    static) if (qt::worth_parallel(grad.numel(), qt::WorkCost::standard))
     for (int64_t ov = 0; ov < outer * N; ++ov) {
       const int64_t o = ov / N, v = ov % N;
       T* target = result + ov * inner;

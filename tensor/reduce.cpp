@@ -35,17 +35,17 @@
 #include <numeric>
 #include <type_traits>
 
+#include "tensor/parallel_policy.h"
 #include "tensor/view.h"
 
 namespace qt::ops {
 
 namespace {
 
-constexpr int64_t kChunkElements = 4096;         // elements per partial result of a row
-constexpr int kLanes = 8;                        // interleaved accumulators inside a row chunk
-constexpr int64_t kColumnChunkRows = 256;        // at least this many rows per column chunk
-constexpr int64_t kColumnBlock = 1024;           // columns per work item in column reductions
-constexpr int64_t kParallelThreshold = 1 << 15;  // below this many elements, stay single-threaded
+constexpr int64_t kChunkElements = 4096;   // elements per partial result of a row
+constexpr int kLanes = 8;                  // interleaved accumulators inside a row chunk
+constexpr int64_t kColumnChunkRows = 256;  // at least this many rows per column chunk
+constexpr int64_t kColumnBlock = 1024;     // columns per work item in column reductions
 
 // ---------------------------------------------------------------------------------------------
 // The reduction operations. Each one says how to start (identity), how to take one element into
@@ -173,7 +173,7 @@ std::vector<typename Op::Acc> reduce_blocks(const typename Op::In* x, int64_t ou
   // partials[(o * chunks + c) * inner + j]: the result of chunk c for output (o, j).
   std::vector<Acc> partials(static_cast<size_t>(outer * chunks * inner));
 
-#pragma omp parallel for schedule(static) if (total > kParallelThreshold)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(total, qt::WorkCost::standard))
   for (int64_t item = 0; item < outer * chunks * column_blocks; ++item) {
     const int64_t o = item / (chunks * column_blocks);
     const int64_t c = (item / column_blocks) % chunks;
@@ -192,7 +192,8 @@ std::vector<typename Op::Acc> reduce_blocks(const typename Op::In* x, int64_t ou
   }
 
   // Combine the chunk partials of each output in chunk order.
-#pragma omp parallel for schedule(static) if (outer * chunks * inner > kParallelThreshold)
+#pragma omp parallel for schedule( \
+    static) if (qt::worth_parallel(outer * chunks * inner, qt::WorkCost::standard))
   for (int64_t o = 0; o < outer; ++o) {
     Acc* result = out.data() + o * inner;
     const Acc* first = partials.data() + o * chunks * inner;
@@ -403,7 +404,7 @@ Tensor argmax(const Tensor& x, int64_t axis, bool keepdim) {
   dispatch_dtype(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* data = input.data<T>();
-#pragma omp parallel for schedule(static) if (rows * n > kParallelThreshold)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(rows * n, qt::WorkCost::standard))
     for (int64_t row = 0; row < rows; ++row) {
       const T* values = data + row * n;
       int64_t best = 0;

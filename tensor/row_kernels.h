@@ -83,8 +83,9 @@ inline float exp_of(float t) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Row reductions with kLanes independent accumulators (lane k takes i % kLanes == k), combined in a
-// fixed order, so that the compiler can keep them in vector registers.
+// Row reductions with kLanes independent accumulators (lane k takes i % kLanes == k; the tail rule
+// and the combine order are fixed, see LaneSum), so that the compiler can keep them in vector
+// registers.
 
 // Largest element (-inf for an empty or all -inf row). NaNs are not searched for: a NaN anywhere
 // makes the exp sum NaN, which poisons the whole row anyway.
@@ -101,23 +102,59 @@ inline T row_max(const T* x, int64_t n) {
   return m;
 }
 
+// The one deterministic lane sum of the framework's row kernels (softmax, LayerNorm, the fused
+// attention, cross-entropy): kLanes double accumulators, term i of each full group of kLanes going
+// to lane i % kLanes, so that the compiler keeps the lanes in vector registers. Everything about
+// the order is fixed — which lane a term joins, and how the lanes are combined — so a sum never
+// depends on the thread count or the CPU. Two tail rules and two combine orders exist, each kept
+// by the kernels whose results (and PyTorch fixtures) were built with it:
+//   LaneTail::first_lane   the n % kLanes leftover terms all join lane 0 (softmax, LayerNorm,
+//                          attention);
+//   LaneTail::by_index     leftover term i joins lane i % kLanes (cross-entropy, which sums a row
+//                          in blocks into the same lanes);
+//   total()                the tree ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7));
+//   total_in_lane_order()  0 + lane 0 + lane 1 + ... + lane 7 (the LayerNorm backward).
+enum class LaneTail { first_lane, by_index };
+
+struct LaneSum {
+  double lanes[kLanes] = {};
+
+  // Adds term(i) for i in [0, n) (term returns double).
+  template <typename Term>
+  void add(int64_t n, Term&& term, LaneTail tail = LaneTail::first_lane) {
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+      for (int k = 0; k < kLanes; ++k) lanes[k] += term(i + k);
+    if (tail == LaneTail::first_lane)
+      for (; i < n; ++i) lanes[0] += term(i);
+    else
+      for (; i < n; ++i) lanes[i % kLanes] += term(i);
+  }
+  double total() const {
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+           ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  }
+  double total_in_lane_order() const {
+    double sum = 0;
+    for (int k = 0; k < kLanes; ++k) sum += lanes[k];
+    return sum;
+  }
+};
+
+// sum_i term(i) for i in [0, n): lane tail first_lane, tree combine.
+template <typename Term>
+inline double lane_sum(int64_t n, Term&& term) {
+  LaneSum sum;
+  sum.add(n, term);
+  return sum.total();
+}
+
 // sum_i a_i (b == nullptr) or sum_i a_i b_i, accumulated in double.
 template <typename T>
 inline double row_sum(const T* a, const T* b, int64_t n) {
-  double lanes[kLanes] = {};
-  int64_t i = 0;
-  if (b == nullptr) {
-    for (; i + kLanes <= n; i += kLanes)
-      for (int k = 0; k < kLanes; ++k) lanes[k] += static_cast<double>(a[i + k]);
-    for (; i < n; ++i) lanes[0] += static_cast<double>(a[i]);
-  } else {
-    for (; i + kLanes <= n; i += kLanes)
-      for (int k = 0; k < kLanes; ++k)
-        lanes[k] += static_cast<double>(a[i + k]) * static_cast<double>(b[i + k]);
-    for (; i < n; ++i) lanes[0] += static_cast<double>(a[i]) * static_cast<double>(b[i]);
-  }
-  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-         ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  if (b == nullptr) return lane_sum(n, [a](int64_t i) { return static_cast<double>(a[i]); });
+  return lane_sum(
+      n, [a, b](int64_t i) { return static_cast<double>(a[i]) * static_cast<double>(b[i]); });
 }
 
 // ---------------------------------------------------------------------------------------------

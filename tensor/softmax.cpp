@@ -22,6 +22,7 @@
 #include <limits>
 #include <numeric>
 
+#include "tensor/parallel_policy.h"
 #include "tensor/row_kernels.h"
 #include "tensor/view.h"
 
@@ -30,8 +31,6 @@ namespace qt::ops {
 namespace {
 
 using namespace qt::row_kernels;
-
-constexpr int64_t kParallelThreshold = 1 << 14;  // elements; smaller tensors stay single-threaded
 
 // ---------------------------------------------------------------------------------------------
 // The row kernels. Each makes a few simple passes over the row (each one a vectorizable loop).
@@ -99,7 +98,7 @@ Tensor map_rows(const std::vector<Tensor>& inputs, int64_t axis, RowKernel row_k
       std::vector<const T*> in_data;
       for (const Tensor& t : rows_inputs) in_data.push_back(t.data<T>());
       T* out_data = out.data<T>();
-#pragma omp parallel for schedule(static) if (rows * n > kParallelThreshold)
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(rows * n, qt::WorkCost::heavy))
       for (int64_t row = 0; row < rows; ++row) {
         const int64_t start = row * n;
         const T* second = in_data.size() > 1 ? in_data[1] + start : nullptr;

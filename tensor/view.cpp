@@ -6,6 +6,8 @@
 #include <cstring>
 #include <numeric>
 
+#include "tensor/parallel_policy.h"
+
 namespace qt::ops {
 
 namespace {
@@ -209,7 +211,7 @@ void copy_strided(const Tensor& dst, const Tensor& src) {
   const int64_t out_inner_stride = dst.strides()[rank - 1],
                 in_inner_stride = src.strides()[rank - 1];
   const int64_t rows = inner == 0 ? 0 : dst.numel() / inner;
-#pragma omp parallel for schedule(static) if (rows * inner > (1 << 16))
+#pragma omp parallel for schedule(static) if (qt::worth_parallel(rows * inner, qt::WorkCost::light))
   for (int64_t row = 0; row < rows; ++row) {
     // Decompose the row number into the outer indices (row-major) to find both start positions.
     int64_t remaining = row, out_pos = 0, in_pos = 0;

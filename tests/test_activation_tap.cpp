@@ -37,7 +37,6 @@ class Outer : public qt::nn::Module {
     qt::nn::BlockOptions o;
     o.attention.hidden = 8;
     o.attention.heads = 2;
-    o.attention.max_length = 4;
     o.attention.probability_dropout = 0;
     o.ffn = 12;
     o.hidden_dropout = 0;
@@ -123,7 +122,6 @@ TEST_CASE("test_activation_tap: attention points hold scores, probabilities, con
   qt::nn::AttentionOptions o;
   o.hidden = 8;
   o.heads = 2;
-  o.max_length = 5;
   o.gate = qt::nn::GateKind::linear_per_head;
   qt::nn::InitRng rng{8, 0};
   qt::nn::Attention attention(o, nullptr, rng);

@@ -2,7 +2,7 @@
 // softmax, gates, causal and key-padding masks, attention-probability dropout.
 // Truth:
 //  * a naive float64 reference of the whole module written out in loops (projections, scores,
-//    masks, softmax, clip, P V, gate, output projection) — spec §1, §2, §8.1;
+//    masks, softmax, clip, P V, gate, output projection) — method.md §1, §2, §8.1;
 //  * hand-computed attention probabilities read out through an identity V (clip values, exact
 //    zeros at masked keys, the dropout mask drawn with nn::dropout_keep at the documented flat
 //    index into [B, H, T, T], the 1/(1-p) rescale after the clip);
@@ -80,11 +80,7 @@ nn::AttentionOptions make_options(int64_t d, int64_t H, const SoftmaxSetting& s,
   nn::AttentionOptions o;
   o.hidden = d;
   o.heads = H;
-  o.softmax = s.kind;
-  o.gamma = s.gamma;
-  o.zeta = s.zeta;
-  o.alpha = s.alpha;
-  o.max_length = 8;
+  o.softmax = nn::resolve_softmax_clip(s.kind, s.gamma, s.zeta, s.alpha, 8);
   o.gate = gate;
   o.gate_pi_init = 0.4;
   o.gate_mlp_hidden = gate == GateKind::mlp_per_head ? 3 : 0;
@@ -148,10 +144,10 @@ std::vector<double> reference_attention(const nn::Attention& a, const Tensor& x,
     return out;
   };
   const std::vector<double> q = project(*a.query), k = project(*a.key), v = project(*a.value);
-  const bool clipped = a.options.alpha > 0 || a.options.softmax == SoftmaxKind::clipped;
-  const double gamma =
-      a.options.alpha > 0 ? -a.options.alpha / a.options.max_length : a.options.gamma;
-  const double zeta = a.options.alpha > 0 ? 1.0 : a.options.zeta;
+  // The resolved softmax (resolve_softmax_clip is checked against its formula separately).
+  const bool clipped = a.options.softmax.clipped;
+  const double gamma = a.options.softmax.gamma;
+  const double zeta = a.options.softmax.zeta;
   const auto* gate = static_cast<const nn::AttentionGate*>(a.gate.get());
   std::vector<double> context(B * L * d, 0.0);
   for (int64_t b = 0; b < B; ++b)
@@ -289,32 +285,33 @@ TEST_CASE("Attention: parse_softmax_kind / parse_gate_kind, errors name the unkn
   }
 }
 
-TEST_CASE("Attention: the alpha override sets gamma = -alpha / max_length, zeta = 1 (spec §1.3)") {
-  nn::InitRng rng{1, 0};
-  nn::AttentionOptions o;
-  o.hidden = 8;
-  o.heads = 2;
-  o.alpha = 12;
-  o.max_length = 512;
-  o.softmax = SoftmaxKind::clipped;
-  o.gamma = -0.3;  // ignored: alpha wins, silently (spec §8.3)
-  o.zeta = 1.2;
-  nn::Attention a(o, make_state(), rng);
-  CHECK(a.gamma() == -12.0 / 512);
-  CHECK(a.gamma() == -0.0234375);
-  CHECK(a.zeta() == 1.0);
-  o.softmax = SoftmaxKind::vanilla;
-  nn::Attention b(o, make_state(), rng);
-  CHECK(b.gamma() == -0.0234375);
-  // Without alpha: vanilla reports (0, 1); clipped reports its own values.
-  o.alpha = 0;
-  nn::Attention c(o, make_state(), rng);
-  CHECK(c.gamma() == 0.0);
-  CHECK(c.zeta() == 1.0);
-  o.softmax = SoftmaxKind::clipped;
-  nn::Attention e(o, make_state(), rng);
-  CHECK(e.gamma() == -0.3);
-  CHECK(e.zeta() == 1.2);
+TEST_CASE(
+    "Attention: resolve_softmax_clip: alpha gives gamma = -alpha / T, zeta = 1 (method.md §1.3)") {
+  // alpha wins over the kind and over gamma / zeta, silently (method.md §8.3).
+  nn::SoftmaxClip c = nn::resolve_softmax_clip(SoftmaxKind::clipped, -0.3, 1.2, 12, 512);
+  CHECK(c.clipped);
+  CHECK(c.gamma == -12.0 / 512);
+  CHECK(c.gamma == -0.0234375);
+  CHECK(c.zeta == 1.0);
+  c = nn::resolve_softmax_clip(SoftmaxKind::vanilla, -0.3, 1.2, 12, 512);
+  CHECK(c.clipped);
+  CHECK(c.gamma == -0.0234375);
+  // Without alpha: vanilla is the plain softmax (0, 1); clipped keeps its own values.
+  c = nn::resolve_softmax_clip(SoftmaxKind::vanilla, -0.3, 1.2, 0, 512);
+  CHECK(!c.clipped);
+  CHECK(c.gamma == 0.0);
+  CHECK(c.zeta == 1.0);
+  c = nn::resolve_softmax_clip(SoftmaxKind::clipped, -0.3, 1.2, 0, 512);
+  CHECK(c.clipped);
+  CHECK(c.gamma == -0.3);
+  CHECK(c.zeta == 1.2);
+  // Bad values name themselves.
+  CHECK_THROWS_WITH_AS(nn::resolve_softmax_clip(SoftmaxKind::vanilla, 0, 1, -1, 8),
+                       doctest::Contains("alpha = -1"), Error);
+  CHECK_THROWS_WITH_AS(nn::resolve_softmax_clip(SoftmaxKind::clipped, 0.1, 1, 0, 8),
+                       doctest::Contains("gamma = 0.1"), Error);
+  CHECK_THROWS_WITH_AS(nn::resolve_softmax_clip(SoftmaxKind::clipped, -0.1, 0.5, 0, 8),
+                       doctest::Contains("zeta = 0.5"), Error);
 }
 
 TEST_CASE("Attention: forward equals a naive float64 reference (softmaxes, masks, gates)") {
@@ -380,9 +377,7 @@ TEST_CASE("attention_core: probabilities read out through an identity V (masks, 
       CAPTURE(with_dropout);
       nn::AttentionCoreOptions o;
       o.heads = H;
-      o.clipped = true;
-      o.gamma = gamma;
-      o.zeta = zeta;
+      o.softmax = nn::SoftmaxClip{true, gamma, zeta};
       o.causal = true;
       o.dropout = with_dropout ? p_drop : 0.0f;
       o.dropout_seed = seed;
@@ -587,16 +582,11 @@ TEST_CASE("Attention / attention_core: bad options and inputs throw naming the p
   o.heads = 3;
   expect_message([&] { nn::Attention(o, make_state(), rng); }, "not divisible by heads = 3");
   o.heads = 2;
-  o.softmax = SoftmaxKind::clipped;
-  o.gamma = 0.1;
+  o.softmax = nn::SoftmaxClip{true, 0.1, 1.0};
   expect_message([&] { nn::Attention(o, make_state(), rng); }, "gamma = 0.1");
-  o.gamma = -0.1;
-  o.zeta = 0.5;
+  o.softmax = nn::SoftmaxClip{true, -0.1, 0.5};
   expect_message([&] { nn::Attention(o, make_state(), rng); }, "zeta = 0.5");
-  o.zeta = 1;
-  o.alpha = -1;
-  expect_message([&] { nn::Attention(o, make_state(), rng); }, "alpha = -1");
-  o.alpha = 0;
+  o.softmax = nn::SoftmaxClip{};
   o.probability_dropout = 1.0f;
   CHECK_THROWS_AS(nn::Attention(o, make_state(), rng), Error);
   o.probability_dropout = 0.1f;
@@ -656,9 +646,7 @@ TEST_CASE("attention_core_projected: equals linear projections + attention_core 
   const Tensor upstream = random_tensor({B, L, d}, DType::f64, 81);
   nn::AttentionCoreOptions o;
   o.heads = H;
-  o.clipped = true;
-  o.gamma = -0.1;
-  o.zeta = 1.05;
+  o.softmax = nn::SoftmaxClip{true, -0.1, 1.05};
   o.causal = true;
   o.dropout = 0.2f;
   o.dropout_seed = 5;

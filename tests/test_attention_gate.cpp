@@ -1,4 +1,4 @@
-// Tests for nn/attention_gate.*: the five gate variants of paper-spec §2.2.
+// Tests for nn/attention_gate.*: the five gate variants of method.md §2.2.
 // Truth: parameter names/shapes/initial values from the spec table (hand-computed logit values,
 // PyTorch's default-init bounds), naive double loops over the per-head formulas of
 // attention_gate.h, and central finite differences (f64) for the gradients of x and of every
@@ -127,7 +127,8 @@ TEST_CASE("gate_logit: the repo's logit with p clipped to [1e-16, 1 - 1e-16]") {
   CHECK(std::isfinite(nn::gate_logit(1.0)));
 }
 
-TEST_CASE("AttentionGate: parameter names, shapes and initial values per variant (spec §2.2)") {
+TEST_CASE(
+    "AttentionGate: parameter names, shapes and initial values per variant (method.md §2.2)") {
   nn::InitRng rng{7, 0};
   const int64_t d = 64, H = 4, dh = 16;
   {

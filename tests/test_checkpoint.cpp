@@ -16,6 +16,7 @@
 
 #include "autograd/engine.h"
 #include "autograd/functions.h"
+#include "models/training_checkpoint.h"
 #include "nn/checkpoint.h"
 #include "nn/dropout.h"
 #include "nn/linear.h"
@@ -105,15 +106,17 @@ TEST_CASE("checkpoint: resuming from a training checkpoint is bit-identical") {
     TinyModel model(1, dropout_state);
     auto optimizer = make_optimizer(model);
     train(model, *optimizer, *dropout_state, 0, 3);
-    nn::TrainingState state{3, *dropout_state, {{"data_position", "18"}, {"loss_scale", "65536"}}};
-    nn::save_training_checkpoint(path, model, *optimizer, state, R"({"hidden":8})");
+    qt::models::TrainingState state{
+        3, *dropout_state, {{"data_position", "18"}, {"loss_scale", "65536"}}};
+    qt::models::save_training_checkpoint(path, model, *optimizer, state, R"({"hidden":8})");
   }
   // Fresh objects with other weights and another dropout seed, restored from the file.
   auto dropout_state = std::make_shared<nn::DropoutState>(nn::DropoutState{5, 0});
   TinyModel resumed(12345, dropout_state);
   auto optimizer = make_optimizer(resumed);
   CHECK_FALSE(bitwise_equal(resumed.first->weight, straight.first->weight));
-  const nn::TrainingState state = nn::load_training_checkpoint(path, resumed, *optimizer);
+  const qt::models::TrainingState state =
+      qt::models::load_training_checkpoint(path, resumed, *optimizer);
   CHECK(state.step == 3);
   CHECK(state.dropout.seed == 77);
   CHECK(state.dropout.step == 2);  // the last step's counter
@@ -194,13 +197,13 @@ TEST_CASE("checkpoint: training checkpoint errors") {
   auto adamw = make_optimizer(model);
   const std::string model_path = temp_path("only_model.safetensors");
   nn::save_model(model_path, model, "{}");
-  CHECK_THROWS_WITH_AS(nn::load_training_checkpoint(model_path, model, *adamw),
+  CHECK_THROWS_WITH_AS(qt::models::load_training_checkpoint(model_path, model, *adamw),
                        doctest::Contains("not a training checkpoint"), Error);
 
   const std::string path = temp_path("checkpoint.safetensors");
-  nn::save_training_checkpoint(path, model, *adamw, nn::TrainingState{}, "{}");
+  qt::models::save_training_checkpoint(path, model, *adamw, qt::models::TrainingState{}, "{}");
   optim::SGD sgd({optim::ParameterGroup{{}, model.parameters()}});
-  CHECK_THROWS_WITH_AS(nn::load_training_checkpoint(path, model, sgd),
+  CHECK_THROWS_WITH_AS(qt::models::load_training_checkpoint(path, model, sgd),
                        doctest::Contains("holds adamw state, the optimizer is sgd"), Error);
 
   // Corrupt metadata.
@@ -208,18 +211,18 @@ TEST_CASE("checkpoint: training checkpoint errors") {
   file.metadata["training.step"] = "3x";
   const std::string corrupt = temp_path("corrupt_checkpoint.safetensors");
   save_safetensors(corrupt, file.tensors, file.metadata);
-  CHECK_THROWS_WITH_AS(nn::load_training_checkpoint(corrupt, model, *adamw),
+  CHECK_THROWS_WITH_AS(qt::models::load_training_checkpoint(corrupt, model, *adamw),
                        doctest::Contains("'training.step' = '3x' is not a valid integer"), Error);
   file.metadata.erase("training.step");
   save_safetensors(corrupt, file.tensors, file.metadata);
-  CHECK_THROWS_WITH_AS(nn::load_training_checkpoint(corrupt, model, *adamw),
+  CHECK_THROWS_WITH_AS(qt::models::load_training_checkpoint(corrupt, model, *adamw),
                        doctest::Contains("metadata 'training.step' is missing"), Error);
 
   // Optimizer state for a parameter the optimizer does not have.
   file = load_safetensors(path);
   file.tensors.emplace_back("optimizer.m.nonexistent", ops::zeros({1}));
   save_safetensors(corrupt, file.tensors, file.metadata);
-  CHECK_THROWS_WITH_AS(nn::load_training_checkpoint(corrupt, model, *adamw),
+  CHECK_THROWS_WITH_AS(qt::models::load_training_checkpoint(corrupt, model, *adamw),
                        doctest::Contains("unexpected entry 'm.nonexistent'"), Error);
 
   // A model tensor named like the optimizer prefix cannot be saved.
@@ -233,7 +236,8 @@ TEST_CASE("checkpoint: training checkpoint errors") {
   };
   Nested nested;
   optim::SGD nested_sgd({optim::ParameterGroup{{}, nested.parameters()}});
-  CHECK_THROWS_WITH_AS(nn::save_training_checkpoint(temp_path("clash.safetensors"), nested,
-                                                    nested_sgd, nn::TrainingState{}, "{}"),
-                       doctest::Contains("clashes"), Error);
+  CHECK_THROWS_WITH_AS(
+      qt::models::save_training_checkpoint(temp_path("clash.safetensors"), nested, nested_sgd,
+                                           qt::models::TrainingState{}, "{}"),
+      doctest::Contains("clashes"), Error);
 }

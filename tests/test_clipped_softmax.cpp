@@ -1,7 +1,7 @@
 // Tests for nn/clipped_softmax.*: the clipped softmax y = clip((zeta - gamma) softmax(x) + gamma,
 // 0, 1) and its backward.
 // Truth: a float64 reference computed element by element in the test, hand-derived clip
-// thresholds, the spec's backward formula evaluated naively in double (spec §1.2), and central
+// thresholds, the spec's backward formula evaluated naively in double (method.md §1.2), and central
 // finite differences (gradcheck, f64) at points away from the clip boundaries.
 #include <doctest/doctest.h>
 

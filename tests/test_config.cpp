@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "models/config.h"
@@ -34,12 +35,12 @@ std::string write_temp(const std::string& name, const std::string& text) {
 
 TEST_CASE("config: presets have the documented shapes") {
   const RunConfig bert = preset("bert-mini");
-  CHECK(bert.model.family == "bert");
+  CHECK(bert.model.family == qt::models::Family::bert);
   CHECK(bert.model.layers == 4);
   CHECK(bert.model.hidden == 256);
   CHECK(bert.model.heads == 4);
   const RunConfig opt = preset("opt-mini");
-  CHECK(opt.model.family == "opt");
+  CHECK(opt.model.family == qt::models::Family::opt);
   CHECK(opt.train.beta2 == 0.95);
   CHECK(opt.model.attention_dropout == 0.0);
   CHECK(preset("vit-tiny").data.dataset == "mnist");
@@ -58,7 +59,7 @@ TEST_CASE("config: --set parses by field type and rejects bad values naming the 
   set_assignment(c, "train.run_dir=123");  // a string field keeps digits as text
   CHECK(c.model.hidden == 384);
   CHECK(c.train.lr == 2e-3);
-  CHECK(c.model.softmax == "clipped");
+  CHECK(c.model.softmax == qt::nn::SoftmaxKind::clipped);
   CHECK(c.model.gamma == -0.025);
   CHECK(c.train.weight_decay_layer_norm);
   CHECK(c.train.run_dir == "123");
@@ -84,9 +85,9 @@ TEST_CASE("config: JSON files, nested or dotted, strict about unknown keys") {
       "good.json",
       R"({"preset": "opt-mini", "model": {"layers": 2, "gate": "linear"}, "train.steps": 50.0})");
   const RunConfig c = load_config_file(good);
-  CHECK(c.model.family == "opt");  // from the preset
+  CHECK(c.model.family == qt::models::Family::opt);  // from the preset
   CHECK(c.model.layers == 2);
-  CHECK(c.model.gate == "linear");
+  CHECK(c.model.gate == qt::nn::GateKind::linear_per_head);
   CHECK(c.train.steps == 50);
 
   const std::string typo = write_temp("typo.json", R"({"model": {"layerz": 2}})");

@@ -55,7 +55,7 @@ TEST_CASE("test_demo: three attention variants, W8A8, and the Table 2 columns") 
   const auto first = qt::test::run_command(demo_command(dir));
   REQUIRE_MESSAGE(first.status == 0, first.output);
 
-  // The three runs differ only in the attention options of paper-spec §1-2.
+  // The three runs differ only in the attention options of method.md §1-2.
   const nlohmann::json vanilla = read_json(dir / "vanilla" / "config.json");
   const nlohmann::json clipped = read_json(dir / "clipped" / "config.json");
   const nlohmann::json gated = read_json(dir / "gated" / "config.json");

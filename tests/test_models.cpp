@@ -1,9 +1,9 @@
-// Whole-model tests for models/ (BERT, OPT, ViT; paper-spec §3):
+// Whole-model tests for models/ (BERT, OPT, ViT; method.md §3):
 //   * golden fixtures from an independent plain-PyTorch re-statement of the three architectures
 //     (tools/make_model_fixtures.py): loss, logits and every parameter's gradient, with the weights
 //     copied in by qtlab parameter name (every name must match both ways);
 //   * the parameter count against the closed-form count of each family;
-//   * the initialisation statistics of spec §3 on mid-size models;
+//   * the initialisation statistics of method.md §3 on mid-size models;
 //   * OPT causality and BERT key padding, as bit-identical invariances;
 //   * bad inputs throwing qt::Error that names the problem;
 //   * loss and gradients bit-identical with 1 and 2 threads.
@@ -73,7 +73,7 @@ Tensor positions(const Tensor& t, int64_t first, int64_t count) {
 // A small model config of the given family, dropout off.
 ModelConfig small_config(const std::string& family) {
   ModelConfig c;
-  c.family = family;
+  c.family = models::parse_family(family);
   c.layers = 2;
   c.hidden = 32;
   c.heads = 2;
@@ -141,7 +141,7 @@ void check_fixture(const std::string& name) {
   CHECK(fixture_parameters == static_cast<int64_t>(model_names.size()));
 
   Batch batch;
-  if (run.model.family == "vit") {
+  if (run.model.family == models::Family::vit) {
     batch.images = fixture.get("images");
   } else {
     batch.input_ids = fixture.get("input_ids");
@@ -189,30 +189,33 @@ TEST_CASE("test_models: ViT with patch LayerNorm matches PyTorch") {
 // ---------------------------------------------------------------------------------------------
 // Parameter count
 
-// Parameters of one attention gate (paper-spec §2.2; paper Table 4 overheads).
+// Parameters of one attention gate (method.md §2.2; paper Table 4 overheads).
 int64_t gate_parameter_count(const ModelConfig& c) {
   const int64_t H = c.heads, d = c.hidden, dh = c.hidden / c.heads;
-  if (c.gate == "none") return 0;
-  if (c.gate == "linear" || c.gate == "conditional-per-head") return H * (dh + 1);
-  if (c.gate == "mlp") {
+  if (c.gate == nn::GateKind::none) return 0;
+  if (c.gate == nn::GateKind::linear_per_head || c.gate == nn::GateKind::conditional_per_head)
+    return H * (dh + 1);
+  if (c.gate == nn::GateKind::mlp_per_head) {
     const int64_t n = c.gate_mlp_hidden > 0 ? c.gate_mlp_hidden : dh / 4;
     return H * (n * dh + n + n + 1);  // Linear(d_h -> n) and Linear(n -> 1), both with bias
   }
-  if (c.gate == "all-heads-linear") return H * (d + 1);
-  if (c.gate == "unconditional") return H;
-  FAIL("unknown gate ", c.gate);
+  if (c.gate == nn::GateKind::all_heads_linear) return H * (d + 1);
+  if (c.gate == nn::GateKind::unconditional_per_head) return H;
+  FAIL("unknown gate ", nn::gate_kind_name(c.gate));
   return 0;
 }
 
-// Closed-form parameter count of one model (paper-spec §3).
+// Closed-form parameter count of one model (method.md §3).
 int64_t closed_form_count(const ModelConfig& c) {
   const int64_t d = c.hidden, f = c.ffn, V = c.vocab_size, L = c.layers;
   // Q, K, V, O (d x d + d each), two LayerNorms (2d each), FFN d -> f -> d, the gate.
   const int64_t block =
       4 * (d * d + d) + 2 * (2 * d) + (d * f + f) + (f * d + d) + gate_parameter_count(c);
-  if (c.family == "bert")  // word + position embeddings, embedding LN, blocks, MLM head
+  if (c.family ==
+      models::Family::bert)  // word + position embeddings, embedding LN, blocks, MLM head
     return V * d + c.max_length * d + 2 * d + L * block + (d * d + d) + 2 * d + V;
-  if (c.family == "opt")  // token + position embeddings (2 extra rows), blocks, final LN
+  if (c.family ==
+      models::Family::opt)  // token + position embeddings (2 extra rows), blocks, final LN
     return V * d + (c.max_length + 2) * d + L * block + 2 * d;
   const int64_t patches = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
   const int64_t patch_dim = c.patch_size * c.patch_size * c.channels;
@@ -227,24 +230,24 @@ TEST_CASE("test_models: parameter count equals the closed form for every family 
       ModelConfig c = small_config(family);
       c.layers = 3;
       c.ffn = 48;
-      c.gate = gate;
+      c.gate = nn::parse_gate_kind(gate);
       c.patch_layer_norm = gate == "mlp";  // ViT both with and without the patch LN
       INFO(family << " gate " << gate);
       const auto model = models::build_model(c, 1);
       CHECK(model->parameter_count() == closed_form_count(c));
     }
   }
-  // BERT-base as a sanity check of the formula itself: about 109M parameters (spec §3.1), of
+  // BERT-base as a sanity check of the formula itself: about 109M parameters (method.md §3.1), of
   // which 1536 are the token-type embeddings qtlab does not model.
   ModelConfig base;
-  base.family = "bert";
+  base.family = models::Family::bert;
   base.layers = 12, base.hidden = 768, base.heads = 12, base.ffn = 3072, base.vocab_size = 30522,
   base.max_length = 512;
   CHECK(closed_form_count(base) + 2 * 768 == 109514298);  // HF BertForMaskedLM, bert-base-uncased
 }
 
 // ---------------------------------------------------------------------------------------------
-// Initialisation (paper-spec §3)
+// Initialisation (method.md §3)
 
 struct Moments {
   double mean = 0, std = 0, max_abs = 0;
@@ -318,11 +321,11 @@ void expect_block_init(const nn::TransformerBlock& block, const ModelConfig& c,
   expect_constant(block.ffn_in->bias, 0.0, prefix + "ffn_in.bias");
   expect_normal(block.ffn_out->weight, c.init_std, prefix + "ffn_out.weight");
   expect_constant(block.ffn_out->bias, 0.0, prefix + "ffn_out.bias");
-  if (c.gate == "linear") {
+  if (c.gate == nn::GateKind::linear_per_head) {
     const auto named = block.attention->gate->named_parameters();
     REQUIRE(named.size() == 2);
     expect_default_uniform(named[0].second, c.hidden / c.heads, prefix + "gate.weight");
-    // logit(pi) = ln(pi / (1 - pi)), computed here in double (spec §2.2).
+    // logit(pi) = ln(pi / (1 - pi)), computed here in double (method.md §2.2).
     expect_constant(named[1].second, std::log(c.gate_pi_init / (1 - c.gate_pi_init)),
                     prefix + "gate.bias");
   }
@@ -330,7 +333,7 @@ void expect_block_init(const nn::TransformerBlock& block, const ModelConfig& c,
 
 TEST_CASE("test_models: BERT initialisation follows HF BERT and the repo's attention (spec 3.1)") {
   ModelConfig c = mid_size_config("bert");
-  c.gate = "linear";
+  c.gate = nn::GateKind::linear_per_head;
   c.gate_pi_init = 0.25;
   const models::Bert bert(c, 11);
   expect_normal(bert.word_embeddings->weight, 0.02, "word embeddings");
@@ -359,7 +362,7 @@ TEST_CASE("test_models: BERT initialisation follows HF BERT and the repo's atten
 TEST_CASE("test_models: OPT initialisation: N(0, init_std) embeddings and FFN (spec 3.2)") {
   ModelConfig c = mid_size_config("opt");
   c.init_std = 0.006;
-  c.gate = "linear";
+  c.gate = nn::GateKind::linear_per_head;
   c.gate_pi_init = 0.25;
   const models::Opt opt(c, 12);
   expect_normal(opt.token_embeddings->weight, 0.006, "token embeddings");
@@ -369,7 +372,7 @@ TEST_CASE("test_models: OPT initialisation: N(0, init_std) embeddings and FFN (s
     const auto& block = *opt.layers[l];
     const std::string prefix = "layer " + std::to_string(l) + " ";
     expect_block_init(block, c, prefix);
-    // The repo's replacement attention module owns out_proj too: default uniform (spec §3.2).
+    // The repo's replacement attention module owns out_proj too: default uniform (method.md §3.2).
     expect_default_uniform(block.attention->output->weight, c.hidden, prefix + "out_proj.weight");
   }
   expect_constant(opt.final_layer_norm->weight, 1.0, "final LN gamma");
@@ -379,7 +382,7 @@ TEST_CASE("test_models: OPT initialisation: N(0, init_std) embeddings and FFN (s
 TEST_CASE("test_models: ViT initialisation (timm-style, spec 3.3)") {
   ModelConfig c = mid_size_config("vit");
   c.patch_layer_norm = true;
-  c.gate = "linear";
+  c.gate = nn::GateKind::linear_per_head;
   const models::Vit vit(c, 13);
   const int64_t patch_dim = c.patch_size * c.patch_size * c.channels;
   expect_default_uniform(vit.patch_embedding->weight, patch_dim, "patch embedding");
@@ -418,7 +421,7 @@ TEST_CASE("test_models: OPT is causal: changing token t+1 leaves logits at <= t 
   for (const std::string variant : {"vanilla", "linear", "alpha"}) {
     INFO("variant " << variant);
     ModelConfig c = small_config("opt");
-    if (variant == "linear") c.gate = "linear";
+    if (variant == "linear") c.gate = nn::GateKind::linear_per_head;
     if (variant == "alpha") c.alpha = 2.0;
     const auto model = models::build_model(c, 21);
     model->eval();
@@ -443,7 +446,7 @@ TEST_CASE("test_models: BERT padding: padded keys do not change the outputs at r
   for (const std::string softmax : {"vanilla", "clipped"}) {
     INFO("softmax " << softmax);
     ModelConfig c = small_config("bert");
-    c.softmax = softmax;
+    c.softmax = nn::parse_softmax_kind(softmax);
     c.gamma = softmax == "clipped" ? -0.05 : 0.0;
     models::Bert bert(c, 22);
     bert.eval();
@@ -561,10 +564,9 @@ TEST_CASE("test_models: bad image inputs throw qt::Error naming the problem") {
 }
 
 TEST_CASE("test_models: an unknown family or a bad ViT geometry is an error") {
-  ModelConfig c = small_config("bert");
-  c.family = "gpt";
-  CHECK(contains(error_message([&] { models::build_model(c, 1); }), "unknown family 'gpt'"));
-  c = small_config("vit");
+  CHECK(
+      contains(error_message([&] { models::parse_family("gpt"); }), "unknown model family 'gpt'"));
+  ModelConfig c = small_config("vit");
   c.patch_size = 3;
   CHECK(contains(error_message([&] { models::build_model(c, 1); }), "patch_size 3"));
 }
@@ -606,8 +608,8 @@ TEST_CASE("test_models: loss and gradients are bit-identical with 1 and 2 thread
     c.image_size = 32;  // 64 patches + CLS
     c.hidden_dropout = 0.1;
     c.attention_dropout = 0.1;
-    c.gate = "linear";
-    c.softmax = "clipped";
+    c.gate = nn::GateKind::linear_per_head;
+    c.softmax = nn::SoftmaxKind::clipped;
     c.gamma = -0.01;
     const auto model = models::build_model(c, 9);
     Batch batch;

@@ -1,15 +1,16 @@
 // The outlier analysis taps (quant/outlier_analysis.h) on tiny BERT, OPT and ViT models, against an
 // independent record of the same forward pass: a plain tap that copies every activation, and naive
-// double loops for the spec §5 metrics (per-row inf norm and kurtosis, averaged), the attention
-// mass on delimiter keys, the gate statistics and the histogram. A planted outlier (one FFN unit
-// that fires only on one token and writes a huge value into hidden dim k) must be found at dim k on
-// exactly that token. Plus the JSON round trip, thread independence and the error cases.
+// double loops for the method.md §5 metrics (per-row inf norm and kurtosis, averaged), the
+// attention mass on delimiter keys, the gate statistics and the histogram. A planted outlier (one
+// FFN unit that fires only on one token and writes a huge value into hidden dim k) must be found at
+// dim k on exactly that token. Plus the JSON round trip, thread independence and the error cases.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,7 @@ struct Recorder : qt::nn::ActivationTaps {
 
 qt::models::ModelConfig tiny(const std::string& family, const std::string& gate = "none") {
   qt::models::ModelConfig c;
-  c.family = family;
+  c.family = qt::models::parse_family(family);
   c.layers = 2;
   c.hidden = 16;
   c.heads = 2;
@@ -58,7 +59,7 @@ qt::models::ModelConfig tiny(const std::string& family, const std::string& gate 
   c.image_size = 16;
   c.patch_size = 4;
   c.num_classes = 10;
-  c.gate = gate;
+  c.gate = qt::nn::parse_gate_kind(gate);
   c.init_std = 0.2;  // larger weights: activations with some structure
   c.layer_norm_eps = family == "bert" ? 1e-12 : 1e-5;
   return c;
@@ -84,7 +85,7 @@ void forward(const qt::models::Model& model, const qt::models::Batch& batch,
   (void)model.logits(batch);
 }
 
-// Naive per-row statistics of spec §5: rows of `n` values.
+// Naive per-row statistics of method.md §5: rows of `n` values.
 double row_inf(const double* v, int64_t n) {
   double m = 0;
   for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(v[i]));
@@ -123,12 +124,27 @@ qt::quant::NameMetrics naive_metrics(const std::vector<std::vector<double>>& pas
   return {inf / static_cast<double>(inf_rows), kurt / static_cast<double>(kurt_rows)};
 }
 
-AnalysisOptions options_for(const qt::models::ModelConfig& c) {
-  AnalysisOptions o;
-  o.family = c.family;
-  o.layers = c.layers;
-  o.heads = c.heads;
-  return o;
+AnalysisOptions options_for(const qt::models::ModelConfig&) {
+  return AnalysisOptions{};
+}
+
+// The points of one layer spelled out from the HF-like module paths (independent of the models'
+// own point tables, which must agree).
+qt::quant::LayerPoints spelled_points(const std::string& family, int64_t layer) {
+  const std::string index = std::to_string(layer);
+  const std::string path = family == "bert"  ? "encoder.layer." + index
+                           : family == "opt" ? "decoder.layers." + index
+                                             : "layers." + index;
+  qt::quant::LayerPoints p;
+  p.ffn_output = path + ".ffn_out:output";
+  p.residual_sum = path + ":ffn_residual";
+  p.block_output = path + ":output";
+  p.attention_output = path + ".attention.output:output";
+  p.attention_layer_norm = path + ".attention_layer_norm:output";
+  p.ffn_layer_norm = path + ".output_layer_norm:output";
+  p.probabilities = path + ".attention:probabilities";
+  p.gate = path + ".attention:gate";
+  return p;
 }
 
 // Runs the analysis and a Recorder over the same batches.
@@ -139,7 +155,7 @@ struct Observed {
 Observed observe(const qt::models::Model& model, const std::vector<qt::models::Batch>& batches,
                  const AnalysisOptions& options) {
   Observed out;
-  OutlierAnalysis analysis(options);
+  OutlierAnalysis analysis(model.points(), options);
   for (const auto& batch : batches) {
     analysis.begin_batch(batch.input_ids);
     forward(model, batch, &analysis);
@@ -167,7 +183,7 @@ TEST_CASE("test_outlier_analysis: BERT per-layer metrics, headline and histogram
       text_batch(qt::test::random_ids({3, 12}, 0, 63, 1)),
       text_batch(qt::test::random_ids({2, 12}, 0, 63, 2))};
   AnalysisOptions options = options_for(config);
-  options.kurtosis_batches = 1;  // kurtosis rows from the first batch only (spec §5 step 4)
+  options.kurtosis_batches = 1;  // kurtosis rows from the first batch only (method.md §5 step 4)
   const Observed o = observe(*model, batches, options);
   const AnalysisResult& r = o.result;
   CHECK(r.batches == 2);
@@ -176,7 +192,7 @@ TEST_CASE("test_outlier_analysis: BERT per-layer metrics, headline and histogram
   const int64_t row = 12 * 16;  // one row per sequence: T * d
   std::vector<double> ffn_inf, kurtoses;
   for (int64_t l = 0; l < 2; ++l) {
-    const auto p = qt::quant::layer_points("bert", l);
+    const auto p = spelled_points("bert", l);
     const auto ffn = naive_metrics(o.recorder.values.at(p.ffn_output), row, 1);
     const auto residual = naive_metrics(o.recorder.values.at(p.residual_sum), row, 1);
     const auto block = naive_metrics(o.recorder.values.at(p.block_output), row, 1);
@@ -200,7 +216,7 @@ TEST_CASE("test_outlier_analysis: BERT per-layer metrics, headline and histogram
   CHECK(r.names.size() == 6);  // 3 names per layer
   // The kurtosis of batch 1 is excluded: with it the average would differ.
   const auto all =
-      naive_metrics(o.recorder.values.at(qt::quant::layer_points("bert", 1).ffn_output), row, 2);
+      naive_metrics(o.recorder.values.at(spelled_points("bert", 1).ffn_output), row, 2);
   CHECK(r.layer_metrics[1].ffn_output.kurtosis != doctest::Approx(all.kurtosis));
 
   // Histogram of the last layer's FFN output over both batches: naive bin counts.
@@ -231,11 +247,11 @@ TEST_CASE("test_outlier_analysis: OPT tensor set, per-token rows and the max lay
   const Observed o = observe(*model, batches, options_for(config));
   const AnalysisResult& r = o.result;
   const int64_t d = 16, sequence_row = 10 * 16;
-  // 1 + 5L names (spec §5) plus the per-layer FFN-residual alias of the layer output.
+  // 1 + 5L names (method.md §5) plus the per-layer FFN-residual alias of the layer output.
   std::vector<std::string> spec_names = {"decoder.final_layer_norm:output"};
   std::vector<double> layer_inf, all_inf, fc2_inf, kurtoses;
   for (int64_t l = 0; l < 2; ++l) {
-    const auto p = qt::quant::layer_points("opt", l);
+    const auto p = spelled_points("opt", l);
     for (const auto& name : {p.block_output, p.ffn_output, p.ffn_layer_norm, p.attention_output,
                              p.attention_layer_norm})
       spec_names.push_back(name);
@@ -345,7 +361,7 @@ TEST_CASE("test_outlier_analysis: attention mass on delimiter keys equals a hand
     auto model = qt::models::build_model(config, 11);
     model->eval();
     AnalysisOptions options = options_for(config);
-    options.delimiter_ids = qt::quant::delimiter_token_ids(family, {});
+    options.delimiter_ids = qt::quant::delimiter_token_ids(model->points(), {});
     options.attention_layer = 0;
     options.attention_head = 1;
     std::vector<qt::models::Batch> batches;
@@ -372,7 +388,7 @@ TEST_CASE("test_outlier_analysis: attention mass on delimiter keys equals a hand
     }
     const Observed o = observe(*model, batches, options);
     for (int64_t l = 0; l < 2; ++l) {
-      const std::string point = qt::quant::layer_points(family, l).probabilities;
+      const std::string point = spelled_points(family, l).probabilities;
       const auto& passes = o.recorder.values.at(point);
       std::vector<double> mass(2, 0.0);
       int64_t queries = 0;
@@ -410,7 +426,7 @@ TEST_CASE("test_outlier_analysis: attention mass on delimiter keys equals a hand
     CHECK(m.layer == 0);
     CHECK(m.head == 1);
     REQUIRE(m.length == T);
-    const auto& first = o.recorder.values.at(qt::quant::layer_points(family, 0).probabilities)[0];
+    const auto& first = o.recorder.values.at(spelled_points(family, 0).probabilities)[0];
     for (int64_t i = 0; i < T * T; ++i) CHECK(m.probabilities[i] == first[T * T + i]);
     REQUIRE(m.tokens.size() == static_cast<size_t>(T));
     if (family == "bert") CHECK(m.tokens[0] == "#2");  // no token strings given: ids
@@ -433,7 +449,7 @@ TEST_CASE("test_outlier_analysis: gate statistics per head equal the recorded ga
     const Observed o = observe(*model, batches, options_for(config));
     REQUIRE(o.result.gates.size() == 2);
     for (int64_t l = 0; l < 2; ++l) {
-      const auto& passes = o.recorder.values.at(qt::quant::layer_points("bert", l).gate);
+      const auto& passes = o.recorder.values.at(spelled_points("bert", l).gate);
       for (int64_t h = 0; h < 2; ++h) {
         double sum = 0, low = 2, high = -1;
         int64_t n = 0;
@@ -462,13 +478,13 @@ TEST_CASE("test_outlier_analysis: JSON round trip and thread independence") {
   const std::vector<qt::models::Batch> batches = {
       text_batch(qt::test::random_ids({4, 12}, 0, 63, 40))};
   AnalysisOptions options = options_for(config);
-  options.delimiter_ids = qt::quant::delimiter_token_ids("bert", {});
+  options.delimiter_ids = qt::quant::delimiter_token_ids(model->points(), {});
   options.token_strings = {"[PAD]", "a\"b\n"};  // strings needing escapes
   AnalysisResult results[2];
   for (int threads : {1, 2}) {
     const int previous = qt::num_threads();
     qt::set_num_threads(threads);
-    OutlierAnalysis analysis(options);
+    OutlierAnalysis analysis(model->points(), options);
     analysis.begin_batch(batches[0].input_ids);
     forward(*model, batches[0], &analysis);
     results[threads - 1] = analysis.result();
@@ -503,7 +519,7 @@ TEST_CASE("test_outlier_analysis: analyze_model over synthetic validation batche
   auto model = qt::models::build_model(run.model, 14);
   const qt::models::RunData data = qt::models::load_run_data(run);
   AnalysisOptions options;
-  options.delimiter_ids = qt::quant::delimiter_token_ids("bert", {});
+  options.delimiter_ids = qt::quant::delimiter_token_ids(model->points(), {});
   model->train();
   const AnalysisResult r = qt::quant::analyze_model(*model, data, options, 4, 3);
   CHECK(model->is_training());  // mode restored
@@ -517,26 +533,26 @@ TEST_CASE("test_outlier_analysis: analyze_model over synthetic validation batche
 
 TEST_CASE("test_outlier_analysis: bad options and misuse throw naming the problem") {
   const auto config = tiny("bert");
+  auto model = qt::models::build_model(config, 15);
+  const qt::models::ModelPoints points = model->points();
   AnalysisOptions options = options_for(config);
-  options.family = "gpt";
-  CHECK_THROWS_WITH_AS(OutlierAnalysis{options}, doctest::Contains("unknown model family 'gpt'"),
-                       qt::Error);
-  CHECK_THROWS_AS(qt::quant::layer_path("gpt", 0), qt::Error);
-  options = options_for(config);
+  CHECK_THROWS_WITH_AS(qt::quant::layer_points(points, 2), doctest::Contains("layer 2"), qt::Error);
   options.attention_head = 2;
-  CHECK_THROWS_WITH_AS(OutlierAnalysis{options}, doctest::Contains("attention head 2"), qt::Error);
+  CHECK_THROWS_WITH_AS((OutlierAnalysis{points, options}), doctest::Contains("attention head 2"),
+                       qt::Error);
   options = options_for(config);
   options.attention_layer = 5;
-  CHECK_THROWS_WITH_AS(OutlierAnalysis{options}, doctest::Contains("attention layer 5"), qt::Error);
-  options = options_for(config);
-  options.layers = 0;
-  CHECK_THROWS_AS(OutlierAnalysis{options}, qt::Error);
+  CHECK_THROWS_WITH_AS((OutlierAnalysis{points, options}), doctest::Contains("attention layer 5"),
+                       qt::Error);
+  qt::models::ModelPoints empty = points;
+  empty.layers = 0;
+  CHECK_THROWS_WITH_AS((OutlierAnalysis{empty, options_for(config)}),
+                       doctest::Contains("layers >= 1"), qt::Error);
 
-  auto model = qt::models::build_model(config, 15);
   model->eval();
   const auto batch = text_batch(qt::test::random_ids({2, 12}, 0, 63, 50));
   {
-    OutlierAnalysis analysis(options_for(config));
+    OutlierAnalysis analysis(points, options_for(config));
     CHECK_THROWS_WITH_AS(analysis.result(), doctest::Contains("no batch"), qt::Error);
     CHECK_THROWS_WITH_AS(forward(*model, batch, &analysis), doctest::Contains("begin_batch"),
                          qt::Error);
@@ -546,7 +562,7 @@ TEST_CASE("test_outlier_analysis: bad options and misuse throw naming the proble
     // A histogram point that does not exist never fires: result() names it.
     AnalysisOptions o = options_for(config);
     o.histogram_point = "encoder.layer.9.ffn_out:output";
-    OutlierAnalysis analysis(o);
+    OutlierAnalysis analysis(points, o);
     analysis.begin_batch(batch.input_ids);
     forward(*model, batch, &analysis);
     CHECK_THROWS_WITH_AS(analysis.result(), doctest::Contains("encoder.layer.9.ffn_out:output"),
@@ -555,22 +571,23 @@ TEST_CASE("test_outlier_analysis: bad options and misuse throw naming the proble
   {
     // Analysis options for a deeper model than the one run: the missing layer is named.
     AnalysisOptions o = options_for(config);
-    o.layers = 3;
+    auto deeper = config;
+    deeper.layers = 3;
     o.histogram_point = "encoder.layer.1.ffn_out:output";
-    OutlierAnalysis analysis(o);
+    OutlierAnalysis analysis(qt::models::build_model(deeper, 15)->points(), o);
     analysis.begin_batch(batch.input_ids);
     forward(*model, batch, &analysis);
     CHECK_THROWS_WITH_AS(analysis.result(), doctest::Contains("encoder.layer.2"), qt::Error);
   }
   {
     // input_ids that do not belong to the batch being run.
-    OutlierAnalysis analysis(options_for(config));
+    OutlierAnalysis analysis(points, options_for(config));
     analysis.begin_batch(qt::test::random_ids({3, 12}, 0, 63, 51));
     CHECK_THROWS_WITH_AS(forward(*model, batch, &analysis), doctest::Contains("input_ids"),
                          qt::Error);
   }
   // ViT takes no input_ids.
-  OutlierAnalysis vit(options_for(tiny("vit")));
+  OutlierAnalysis vit(qt::models::build_model(tiny("vit"), 15)->points(), options_for(tiny("vit")));
   CHECK_THROWS_WITH_AS(vit.begin_batch(qt::test::random_ids({2, 3}, 0, 5, 52)),
                        doctest::Contains("images take no input_ids"), qt::Error);
 }

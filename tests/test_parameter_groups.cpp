@@ -1,5 +1,6 @@
-// Tests for optim/parameter_groups.*: which parameters get weight decay (spec §6.1, §6.2, §2.5).
-// Truth: hand-made lists of qtlab, HF BERT and HF OPT parameter names with the expected decision.
+// Tests for optim/parameter_groups.*: which parameters get weight decay (method.md §6.1, §6.2,
+// §2.5). Truth: hand-made lists of qtlab, HF BERT and HF OPT parameter names with the expected
+// decision.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -57,9 +58,9 @@ TEST_CASE("parameter_groups: weight_decay_groups with and without LN-gamma decay
       "embeddings.layer_norm.bias",                // no decay
       "encoder.layer.0.attention.query.weight",    // decay
       "encoder.layer.0.attention.query.bias",      // no decay
-      "encoder.layer.0.attention.gate.weight",     // decay (spec §2.5)
+      "encoder.layer.0.attention.gate.weight",     // decay (method.md §2.5)
       "encoder.layer.0.attention.gate.bias",       // no decay
-      "encoder.layer.0.attention.alpha",           // unconditional gate: decay (spec §2.5)
+      "encoder.layer.0.attention.alpha",           // unconditional gate: decay (method.md §2.5)
       "encoder.layer.0.output_layer_norm.weight",  // LN γ
       "pos_embed",                                 // excluded by name below
   };

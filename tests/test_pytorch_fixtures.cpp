@@ -105,11 +105,10 @@ nn::AttentionOptions attention_options(const SafeTensors& fixture, bool fused) {
   nn::AttentionOptions o;
   o.hidden = std::stoll(meta(fixture, "hidden"));
   o.heads = std::stoll(meta(fixture, "heads"));
-  o.softmax = nn::parse_softmax_kind(meta(fixture, "softmax"));
-  o.gamma = std::stod(meta(fixture, "gamma"));
-  o.zeta = std::stod(meta(fixture, "zeta"));
-  o.alpha = std::stod(meta(fixture, "alpha"));
-  o.max_length = std::stoll(meta(fixture, "max_length"));
+  o.softmax = nn::resolve_softmax_clip(
+      nn::parse_softmax_kind(meta(fixture, "softmax")), std::stod(meta(fixture, "gamma")),
+      std::stod(meta(fixture, "zeta")), std::stod(meta(fixture, "alpha")),
+      std::stoll(meta(fixture, "max_length")));
   o.gate = gate_kind(meta(fixture, "gate"));
   o.gate_pi_init = std::stod(meta(fixture, "gate_pi_init"));
   o.gate_mlp_hidden = std::stoll(meta(fixture, "gate_mlp_hidden"));

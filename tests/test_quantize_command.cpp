@@ -52,7 +52,7 @@ TEST_CASE("test_quantize_command: OPT prints FP and W8A8 perplexity and saves th
   CHECK(r.output.find("FP32") != std::string::npos);
   CHECK(r.output.find("W8A8") != std::string::npos);
   CHECK(r.output.find("perplexity") != std::string::npos);
-  // The family defaults of spec §4.4.
+  // The family defaults of method.md §4.4.
   CHECK(r.output.find("weights MSE") != std::string::npos);
   CHECK(r.output.find("running_minmax:99.999") != std::string::npos);
   // One layer: 13 block points + embedding sum + final LN; 8 block weights + 2 tables + 1 gamma.

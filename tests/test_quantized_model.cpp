@@ -1,10 +1,10 @@
 // Simulated W`b`A`b` post-training quantization of whole models (quant/quantization_setup.h,
 // quant/quantized_model.h, quant/calibrated_ranges.h):
-//   (a) exactly the points and weights of the paper-spec §4.3 tables are quantized (hand-written
+//   (a) exactly the points and weights of the method.md §4.3 tables are quantized (hand-written
 //       lists for 2-layer gated BERT and OPT, and ViT), the other points pass through untouched;
 //   (b) calibrated ranges equal the min / max an independent recording tap sees at each point in
 //       the same quantized forward (first batch), then follow the momentum rule (second batch),
-//       and the scale / zero point follow the asymmetric formulas of spec §4.1;
+//       and the scale / zero point follow the asymmetric formulas of method.md §4.1;
 //   (c) quantized weights lie on the symmetric grid with the min-max scale computed from the
 //       original weights, take at most 2^b values, and everything else (biases, LN betas, gates,
 //       FP head, tied tables) is bit-identical to the original model;
@@ -51,8 +51,14 @@ using qt::test::OneThread;
 
 RunConfig tiny_config(const std::string& family, const std::string& gate = "none") {
   RunConfig c = qt::test::tiny_run_config(family);
-  c.model.gate = gate;
+  c.model.gate = qt::nn::parse_gate_kind(gate);
   return c;
+}
+
+// The paper's options for a tiny model of `family` (the defaults come from the model's points).
+qt::quant::QuantizationOptions paper_options(const std::string& family, int bits = 8) {
+  return qt::quant::paper_quantization_options(
+      *qt::models::build_model(tiny_config(family).model, 0), bits);
 }
 
 qt::models::Batch training_batch(const qt::models::RunData& data, int64_t first, int64_t size) {
@@ -254,22 +260,22 @@ void check_points(const RunConfig& config, const qt::quant::QuantizationOptions&
 
 }  // namespace
 
-TEST_CASE("test_quantized_model: BERT quantizes exactly the points and weights of spec §4.3") {
+TEST_CASE("test_quantized_model: BERT quantizes exactly the points and weights of method.md §4.3") {
   OneThread one_thread;
   const RunConfig config = tiny_config("bert", "linear");
-  check_points(config, qt::quant::paper_quantization_options("bert"), expected_bert());
+  check_points(config, paper_options("bert"), expected_bert());
 }
 
-TEST_CASE("test_quantized_model: OPT quantizes exactly the points and weights of spec §4.3") {
+TEST_CASE("test_quantized_model: OPT quantizes exactly the points and weights of method.md §4.3") {
   OneThread one_thread;
   const RunConfig config = tiny_config("opt", "linear");
-  check_points(config, qt::quant::paper_quantization_options("opt"), expected_opt());
+  check_points(config, paper_options("opt"), expected_opt());
 }
 
 TEST_CASE("test_quantized_model: OPT 'all' setup quantizes the lm_head (tied table in place)") {
   OneThread one_thread;
   const RunConfig config = tiny_config("opt");
-  qt::quant::QuantizationOptions options = qt::quant::paper_quantization_options("opt");
+  qt::quant::QuantizationOptions options = paper_options("opt");
   options.head_quantized = true;
   Expected e = expected_opt();
   e.activations.insert(":logits");
@@ -284,7 +290,7 @@ TEST_CASE("test_quantized_model: OPT 'all' setup quantizes the lm_head (tied tab
 TEST_CASE("test_quantized_model: ViT quantizes the analogous points, classifier included") {
   OneThread one_thread;
   const RunConfig config = tiny_config("vit", "linear");
-  check_points(config, qt::quant::paper_quantization_options("vit"), expected_vit());
+  check_points(config, paper_options("vit"), expected_vit());
 }
 
 TEST_CASE("test_quantized_model: ranges are the recorded min/max, then the momentum rule") {
@@ -292,9 +298,8 @@ TEST_CASE("test_quantized_model: ranges are the recorded min/max, then the momen
   const RunConfig config = tiny_config("bert");
   const auto model = qt::models::build_model(config.model, 5);
   const qt::models::RunData data = qt::models::load_run_data(config);
-  QuantizedModel quantized(
-      qt::quant::copy_model(*model),
-      qt::quant::quantization_setup(*model, qt::quant::paper_quantization_options("bert")));
+  QuantizedModel quantized(qt::quant::copy_model(*model),
+                           qt::quant::quantization_setup(*model, paper_options("bert")));
   Recorder recorder;
   const auto min_max = [](const qt::Tensor& x) {
     const std::vector<double> v = qt::test::elements(x);
@@ -349,13 +354,13 @@ TEST_CASE("test_quantized_model: weights on the symmetric grid, everything else 
     const RunConfig config = tiny_config(family, "linear");
     const auto model = qt::models::build_model(config.model, 7);
     // Like a trained model: nonzero biases and betas, gammas away from 1 (all stay positive, so
-    // their symmetric grid is the unsigned one, spec §4.1).
+    // their symmetric grid is the unsigned one, method.md §4.1).
     unsigned seed = 100;
     for (const auto& [name, tensor] : model->named_parameters())
       qt::ops::copy_into(
           tensor, qt::ops::add(tensor, qt::test::random_tensor(tensor.shape(), qt::DType::f32,
                                                                ++seed, 0.0, 0.1)));
-    qt::quant::QuantizationOptions options = qt::quant::paper_quantization_options(family);
+    qt::quant::QuantizationOptions options = qt::quant::paper_quantization_options(*model);
     options.weight_bits = 4;
     options.weight_range = qt::quant::RangeMethod::current_min_max;
     QuantizedModel quantized(qt::quant::copy_model(*model),
@@ -412,7 +417,7 @@ TEST_CASE("test_quantized_model: MSE weights pick a range no worse than min-max"
   OneThread one_thread;
   const RunConfig config = tiny_config("opt");
   const auto model = qt::models::build_model(config.model, 9);
-  qt::quant::QuantizationOptions options = qt::quant::paper_quantization_options("opt", 4);
+  qt::quant::QuantizationOptions options = paper_options("opt", 4);
   REQUIRE(options.weight_range == qt::quant::RangeMethod::mse_grid);
   QuantizedModel quantized(qt::quant::copy_model(*model),
                            qt::quant::quantization_setup(*model, options));
@@ -478,8 +483,8 @@ const TrainedRun& trained(const std::string& family) {
 double quantized_perplexity(const TrainedRun& run, int bits, int64_t eval_batches) {
   qt::quant::QuantizedModel quantized(
       qt::quant::copy_model(*run.model),
-      qt::quant::quantization_setup(
-          *run.model, qt::quant::paper_quantization_options(run.config.model.family, bits)));
+      qt::quant::quantization_setup(*run.model,
+                                    qt::quant::paper_quantization_options(*run.model, bits)));
   qt::quant::CalibrationOptions calibration;
   calibration.batches = 4;
   calibration.batch_size = 8;
@@ -518,7 +523,7 @@ TEST_CASE("test_quantized_model: calibrate() samples training batches, is seeded
   const auto calibrated = [&](uint64_t seed) {
     qt::quant::QuantizedModel quantized(
         qt::quant::copy_model(*run.model),
-        qt::quant::quantization_setup(*run.model, qt::quant::paper_quantization_options("opt")));
+        qt::quant::quantization_setup(*run.model, paper_options("opt")));
     qt::quant::CalibrationOptions options;
     options.batches = 2;
     options.batch_size = 4;
@@ -542,7 +547,7 @@ TEST_CASE("test_quantized_model: the ranges JSON round-trips exactly") {
   const TrainedRun& run = trained("opt");
   qt::quant::QuantizedModel quantized(
       qt::quant::copy_model(*run.model),
-      qt::quant::quantization_setup(*run.model, qt::quant::paper_quantization_options("opt")));
+      qt::quant::quantization_setup(*run.model, paper_options("opt")));
   qt::quant::CalibrationOptions options;
   options.batches = 1;
   options.batch_size = 4;
@@ -595,28 +600,25 @@ TEST_CASE("test_quantized_model: error cases") {
   OneThread one_thread;
   const RunConfig config = tiny_config("bert");
   const auto model = qt::models::build_model(config.model, 3);
-  qt::quant::QuantizationOptions options = qt::quant::paper_quantization_options("bert");
+  qt::quant::QuantizationOptions options = paper_options("bert");
   options.activation_bits = 1;
   CHECK_THROWS_WITH_AS(qt::quant::quantization_setup(*model, options),
                        doctest::Contains("activation bits"), qt::Error);
-  options = qt::quant::paper_quantization_options("bert");
+  options = paper_options("bert");
   options.activation_percentile = 30.0;  // the running estimator takes the high percentile
   CHECK_THROWS_AS(qt::quant::quantization_setup(*model, options), qt::Error);
-  options = qt::quant::paper_quantization_options("bert");
+  options = paper_options("bert");
   options.weight_range = qt::quant::RangeMethod::running_min_max;
   CHECK_THROWS_WITH_AS(qt::quant::quantization_setup(*model, options),
                        doctest::Contains("weights use"), qt::Error);
-  CHECK_THROWS_AS(qt::quant::paper_quantization_options("gpt"), qt::Error);
   // A setup for another family.
   const auto opt = qt::models::build_model(tiny_config("opt").model, 3);
   CHECK_THROWS_WITH_AS(QuantizedModel(qt::quant::copy_model(*model),
-                                      qt::quant::quantization_setup(
-                                          *opt, qt::quant::paper_quantization_options("opt"))),
+                                      qt::quant::quantization_setup(*opt, paper_options("opt"))),
                        doctest::Contains("setup is for a opt model"), qt::Error);
   // Evaluating before calibration; freezing with points no forward pass reached.
-  QuantizedModel quantized(
-      qt::quant::copy_model(*model),
-      qt::quant::quantization_setup(*model, qt::quant::paper_quantization_options("bert")));
+  QuantizedModel quantized(qt::quant::copy_model(*model),
+                           qt::quant::quantization_setup(*model, paper_options("bert")));
   const qt::models::RunData data = qt::models::load_run_data(config);
   CHECK_THROWS_WITH_AS(quantized.loss(training_batch(data, 0, 2)), doctest::Contains("calibrate"),
                        qt::Error);

@@ -112,3 +112,42 @@ TEST_CASE("row kernels: the AVX-512 softmax row equals the portable loops bit fo
   }
   CHECK(compared > 5000);
 }
+
+// The lane sum's order, spelled out: with terms chosen so that every reassociation gives a
+// different double, each rule must equal the sum written out in its documented order.
+TEST_CASE("row kernels: LaneSum assigns lanes and combines them in the documented order") {
+  // 11 terms: 8 in the full group, 3 in the tail. Large and small magnitudes make the order
+  // visible in the result.
+  const double t[11] = {1e16, 1e16, 1.0, -1e16, 3.0, 7.0, -1e16, 0.5, 1.0, 1.0, 1.0};
+  const auto term = [&](int64_t i) { return t[i]; };
+  double lane[8];
+  // first_lane: the tail (i = 8, 9, 10) joins lane 0, in index order.
+  for (int k = 0; k < 8; ++k) lane[k] = 0.0 + t[k];
+  lane[0] = ((lane[0] + t[8]) + t[9]) + t[10];
+  const double tree =
+      ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  double in_order = 0;
+  for (int k = 0; k < 8; ++k) in_order += lane[k];
+  row_kernels::LaneSum first;
+  first.add(11, term);
+  CHECK(first.total() == tree);
+  CHECK(first.total_in_lane_order() == in_order);
+  CHECK(row_kernels::lane_sum(11, term) == tree);
+  // by_index: tail term i joins lane i % 8.
+  for (int k = 0; k < 8; ++k) lane[k] = 0.0 + t[k];
+  lane[0] += t[8];
+  lane[1] += t[9];
+  lane[2] += t[10];
+  row_kernels::LaneSum by_index;
+  by_index.add(11, term, row_kernels::LaneTail::by_index);
+  CHECK(by_index.total() ==
+        ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])));
+  // The rules differ on these terms (10, 12.5 and 12), so the test tells them apart.
+  CHECK(first.total() == 10.0);
+  CHECK(first.total_in_lane_order() == 12.5);
+  CHECK(by_index.total() == 12.0);
+  // row_sum is the lane sum of a_i and of a_i b_i.
+  const float a[5] = {1.5f, -2.0f, 4.0f, 0.125f, 3.0f}, b[5] = {2.0f, 0.5f, -1.0f, 8.0f, 1.0f};
+  CHECK(row_kernels::row_sum(a, static_cast<const float*>(nullptr), 5) == 6.625);
+  CHECK(row_kernels::row_sum(a, b, 5) == 3.0 - 1.0 - 4.0 + 1.0 + 3.0);
+}

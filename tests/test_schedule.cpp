@@ -12,7 +12,7 @@
 using namespace qt;
 using namespace qt::optim;
 
-TEST_CASE("schedule: HF linear warm-up and decay (spec §6.1: lr = 0 at step 0)") {
+TEST_CASE("schedule: HF linear warm-up and decay (method.md §6.1: lr = 0 at step 0)") {
   Schedule s{ScheduleKind::linear, 1e-4, 10, 110};
   CHECK(lr_at(s, 0) == 0.0);
   CHECK(lr_at(s, 5) == doctest::Approx(5e-5).epsilon(1e-14));
@@ -36,7 +36,7 @@ TEST_CASE("schedule: linear decay to a final fraction") {
   CHECK(lr_at(s, 1000) == doctest::Approx(1e-5).epsilon(1e-14));
 }
 
-TEST_CASE("schedule: cosine with a warm-up start and a floor (spec §6.4)") {
+TEST_CASE("schedule: cosine with a warm-up start and a floor (method.md §6.4)") {
   Schedule s{ScheduleKind::cosine, 1e-3, 20, 120};
   s.min_lr = 1e-5;
   s.warmup_start_lr = 1e-6;

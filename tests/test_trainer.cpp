@@ -229,7 +229,7 @@ TEST_CASE("test_trainer: a NaN loss stops the run and keeps the last good checkp
   OneThread one_thread;
   RunConfig config = tiny_config("bert", run_directory("nan"));
   qt::models::TrainOptions options = quiet();
-  options.poison_step = 4;  // 0-based: after the checkpoint of step 3
+  options.faults.poison_step = 4;  // 0-based: after the checkpoint of step 3
   std::string message;
   try {
     qt::models::pretrain(config, options);

@@ -2,7 +2,7 @@
 // Truth:
 //  * a reference block composed by hand from differentiable qt ops (LayerNorm from mean / var /
 //    rsqrt, GELU from erf, attention from matmul / softmax / clamp / sigmoid, the gate from the
-//    per-head dot product), written from the formulas of paper-spec §3 and nn/transformer_block.h,
+//    per-head dot product), written from the formulas of method.md §3 and nn/transformer_block.h,
 //    compared in float64 (output, dL/dh and dL/d(every parameter)) for both attention paths;
 //  * the same reference with nn::dropout applied at the documented sites and layer ids (train
 //  mode);
@@ -94,7 +94,7 @@ Tensor reference_gelu(const Tensor& x) {
   return qt::mul(qt::mul(x, 0.5), qt::add(qt::erf(qt::mul(x, 1.0 / std::sqrt(2.0))), 1.0));
 }
 
-// Multi-head attention of paper-spec §1, §2, §8.1 with gate none or linear_per_head.
+// Multi-head attention of method.md §1, §2, §8.1 with gate none or linear_per_head.
 // key_ok: [B * T] flags (1 = real token) or empty.
 Tensor reference_attention(const Tensor& x, const std::vector<uint8_t>& key_ok,
                            const nn::AttentionOptions& o, const Parameters& p,
@@ -117,8 +117,10 @@ Tensor reference_attention(const Tensor& x, const std::vector<uint8_t>& key_ok,
       }
   scores = qt::add(scores, additive);
   Tensor probabilities = qt::softmax(scores, -1);
-  if (o.softmax == nn::SoftmaxKind::clipped)  // clip((zeta - gamma) p + gamma, 0, 1)
-    probabilities = qt::clamp(qt::add(qt::mul(probabilities, o.zeta - o.gamma), o.gamma), 0.0, 1.0);
+  if (o.softmax.clipped)  // clip((zeta - gamma) p + gamma, 0, 1)
+    probabilities = qt::clamp(
+        qt::add(qt::mul(probabilities, o.softmax.zeta - o.softmax.gamma), o.softmax.gamma), 0.0,
+        1.0);
   if (drop.probabilities > 0.0f)  // flat index into [B, H, T, T], layer id first + 2
     probabilities = nn::dropout(qt::contiguous(probabilities), drop.probabilities, drop.seed,
                                 nn::dropout_stream(drop.first_layer_id + 2, drop.step));
@@ -169,9 +171,7 @@ nn::BlockOptions bert_options() {
   nn::BlockOptions o;
   o.attention.hidden = 8;
   o.attention.heads = 2;
-  o.attention.softmax = nn::SoftmaxKind::clipped;
-  o.attention.gamma = -0.1;
-  o.attention.zeta = 1.0;
+  o.attention.softmax = nn::SoftmaxClip{true, -0.1, 1.0};
   o.ffn = 12;
   o.activation = nn::Activation::gelu;
   o.pre_layer_norm = false;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -45,7 +46,7 @@ struct AnalyzeArguments {
 std::vector<std::string> token_strings(const qt::models::RunConfig& config,
                                        const qt::models::RunData& data,
                                        const std::string& checkpoint) {
-  if (config.model.family == "vit") return {};
+  if (config.model.family == qt::models::Family::vit) return {};
   std::string path = data.tokenizer_path;
   const std::filesystem::path beside =
       std::filesystem::path(checkpoint).parent_path() / "tokenizer.json";
@@ -80,8 +81,7 @@ qt::quant::AnalysisResult analyze(const AnalyzeArguments& a) {
   const qt::models::RunData data = qt::models::load_run_data(config);
   qt::quant::AnalysisOptions options;
   options.token_strings = token_strings(config, data, a.checkpoint);
-  options.delimiter_ids =
-      qt::quant::delimiter_token_ids(config.model.family, options.token_strings);
+  options.delimiter_ids = qt::quant::delimiter_token_ids(model->points(), options.token_strings);
   options.attention_layer = a.layer;
   options.attention_head = a.head;
   options.histogram_point = a.histogram_point;

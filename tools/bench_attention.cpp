@@ -139,13 +139,10 @@ void run_bench_attention(const Options& opt) {
       qt::nn::AttentionOptions o;
       o.hidden = opt.hidden;
       o.heads = opt.heads;
-      o.max_length = opt.seq;
       o.probability_dropout = opt.dropout;
       o.fused = fused;
       if (name == "clipped") {
-        o.softmax = qt::nn::SoftmaxKind::clipped;
-        o.gamma = opt.gamma;
-        o.zeta = 1.0;
+        o.softmax = qt::nn::SoftmaxClip{true, opt.gamma, 1.0};
       }
       if (name == "gated") o.gate = qt::nn::GateKind::linear_per_head;
       qt::nn::InitRng rng{7, 0};

@@ -50,8 +50,8 @@ void run_bench_train(const Options& opt) {
   if (opt.threads > 0) qt::set_num_threads(opt.threads);
   qt::models::RunConfig config = qt::models::preset(opt.model);
   qt::models::ModelConfig& m = config.model;
-  QT_CHECK(m.family != "vit", "bench train: --model {} is a ViT; the benchmark covers text models",
-           opt.model);
+  QT_CHECK(m.family != qt::models::Family::vit,
+           "bench train: --model {} is a ViT; the benchmark covers text models", opt.model);
   if (opt.layers > 0) m.layers = opt.layers;
   if (opt.hidden > 0) m.hidden = opt.hidden;
   if (opt.heads > 0) m.heads = opt.heads;
@@ -73,7 +73,7 @@ void run_bench_train(const Options& opt) {
   batch.labels = qt::Tensor::empty({opt.batch, opt.seq}, qt::DType::i64);
   int64_t* ids = batch.input_ids.data<int64_t>();
   int64_t* labels = batch.labels.data<int64_t>();
-  const bool causal = m.family == "opt";
+  const bool causal = m.family == qt::models::Family::opt;
   for (int64_t i = 0; i < opt.batch * opt.seq; ++i)
     ids[i] = 5 + static_cast<int64_t>(qt::random_uniform_f64(1, 0, 2 * i) * (m.vocab_size - 5));
   for (int64_t i = 0; i < opt.batch * opt.seq; ++i) {

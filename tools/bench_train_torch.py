@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch baseline for `qtlab bench train`: the same post-LN BERT MLM model (paper-spec §3.1,
+"""PyTorch baseline for `qtlab bench train`: the same post-LN BERT MLM model (method.md §3.1,
 sized by the flags), the same synthetic batches and the same work per step (forward, MLM loss on the
 ~15% selected positions, backward, gradient clipping, AdamW), timed the same way.
 

@@ -7,7 +7,7 @@
 #      needs the longer warm-up at this length: with the preset's 5%, i.e. 35 of 700 steps, the
 #      vanilla and gated runs stalled at the unigram plateau, validation perplexity ~1,000, while
 #      15% reached ~640 by step 350, docs/results.md):
-#        vanilla   softmax                                                   (paper-spec §1.1)
+#        vanilla   softmax                                                   (method.md §1.1)
 #        clipped   clipped softmax, gamma = -0.025, zeta = 1                  (§1.2, the BERT row)
 #        gated     gated attention, per-head MLP d_head -> d_head/4 -> 1      (§2, the BERT script)
 #   2. quantize each to W8A8 (BERT defaults of §4.4: min-max weights, running min-max activations,

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -34,10 +35,10 @@ void run_eval(const EvalArguments& a) {
   const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
   const qt::models::EvaluationResult r = qt::models::evaluate(*model, data, batch_size, a.batches);
   if (qt::distributed::rank() != 0) return;
-  const bool vit = config.model.family == "vit";
+  const bool vit = config.model.family == qt::models::Family::vit;
   if (a.json) {
     nlohmann::json out = {{"checkpoint", a.checkpoint},
-                          {"family", config.model.family},
+                          {"family", qt::models::family_name(config.model.family)},
                           {"loss", r.loss},
                           {"samples", r.samples},
                           {"labels", r.labels}};
@@ -48,10 +49,10 @@ void run_eval(const EvalArguments& a) {
     std::printf("%s\n", out.dump().c_str());
     return;
   }
-  std::printf("%s\n",
-              fmt::format("{}: {} on {} validation {} ({} labelled)", a.checkpoint,
-                          config.model.family, r.samples, vit ? "images" : "sequences", r.labels)
-                  .c_str());
+  std::printf("%s\n", fmt::format("{}: {} on {} validation {} ({} labelled)", a.checkpoint,
+                                  qt::models::family_name(config.model.family), r.samples,
+                                  vit ? "images" : "sequences", r.labels)
+                          .c_str());
   if (vit)
     std::printf("  loss %.4f  accuracy %.2f%%\n", r.loss, 100 * r.accuracy);
   else

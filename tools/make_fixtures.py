@@ -11,7 +11,7 @@ gradients of one module, computed by a PyTorch re-statement of the reference cod
   * HF / torch layers: LayerNorm, GELU (exact erf form), cross-entropy (ignore_index, label
     smoothing), the BERT post-LN block and the OPT pre-LN block (and a ViT-style pre-LN GELU block);
   * the paper's attention exactly as the official repo computes it (outlier-free-transformers,
-    transformers_language/models/{bert_attention,softmax}.py; docs: paper-spec §1, §2, §8):
+    transformers_language/models/{bert_attention,softmax}.py; docs: method.md §1, §2, §8):
     clipped softmax = clip((zeta - gamma) * softmax(S) + gamma, 0, 1); the alpha override
     gamma = -alpha / max_seq_length, zeta = 1; gates as H separate nn.Linear / nn.Sequential
     modules (or one nn.Linear(d, H)) applied to the attention input, multiplied into P·V before the
@@ -462,7 +462,7 @@ class PreLayerNormBlock(nn.Module):
         self.activation = activation
 
     def forward(self, h, key_padding_mask=None):
-        # The gate reads the LayerNorm-ed x, the same tensor as Q/K/V (spec §2.1).
+        # The gate reads the LayerNorm-ed x, the same tensor as Q/K/V (method.md §2.1).
         h1 = h + self.attention(self.attention_layer_norm(h), key_padding_mask)
         return h1 + self.ffn_out(self.activation(self.ffn_in(self.output_layer_norm(h1))))
 

@@ -5,8 +5,8 @@ Run with the system Python that has torch 1.13 (never at test time; the files ar
 
     /usr/bin/python3 tools/make_model_fixtures.py [output_dir]        (default: tests/data)
 
-The three architectures are stated directly in torch (no HF transformers, no timm), from paper-spec
-§3 and the reference repo's attention (spec §1, §2, §8), in tools/torch_model.py (the classes that
+The three architectures are stated directly in torch (no HF transformers, no timm), from
+docs/method.md §3 and the reference repo's attention (method.md §1, §2, §8), in tools/torch_model.py (the classes that
 also load qtlab checkpoints into PyTorch); this script builds them with arbitrary weights:
 
   BERT (post-LN masked LM, HF BertForMaskedLM without token types and pooler):

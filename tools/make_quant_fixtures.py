@@ -9,7 +9,7 @@ checked in):
 
 The reference is the official repo's quantization code (Qualcomm-AI-research/outlier-free-
 transformers, quantization/quantizers/uniform_quantizers.py and quantization/range_estimators.py;
-paper-spec §4.1, §4.2), re-stated below in a few lines of torch with the repo's exact arithmetic:
+method.md §4.1, §4.2), re-stated below in a few lines of torch with the repo's exact arithmetic:
 float32 tensors, torch.round (half to even), a true division x / scale, the round straight-through
 estimator followed by torch.clamp (its autograd gives the STE gradient), the running min-max update
 (1 - momentum) * new + momentum * cur, numpy's default (linear) percentile, and the MSE grid search

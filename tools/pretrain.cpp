@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -46,8 +47,8 @@ void read_fault_injection(qt::models::TrainOptions& options) {
   long long step = -1;
   QT_CHECK(std::sscanf(value, "%d:%lld", &rank, &step) == 2,
            "QTLAB_FAULT_INJECT='{}': expected rank:step", value);
-  options.fail_rank = rank;
-  options.fail_at_step = step;
+  options.faults.fail_rank = rank;
+  options.faults.fail_at_step = step;
 }
 
 qt::models::RunConfig resolve_config(const PretrainArguments& a) {
@@ -65,19 +66,20 @@ qt::models::RunConfig resolve_config(const PretrainArguments& a) {
   }
   RunConfig config = qt::models::preset(a.model.empty() ? "bert-mini" : a.model);
   if (!a.config_file.empty()) config = qt::models::load_config_file(a.config_file, config);
-  using qt::models::set_value;
-  if (a.attention) set_value(config, "model.softmax", *a.attention);
-  if (a.gamma) set_value(config, "model.gamma", fmt::format("{}", *a.gamma));
-  if (a.zeta) set_value(config, "model.zeta", fmt::format("{}", *a.zeta));
-  if (a.alpha) set_value(config, "model.alpha", fmt::format("{}", *a.alpha));
-  if (a.gate) set_value(config, "model.gate", *a.gate);
-  if (a.pi_init) set_value(config, "model.gate_pi_init", fmt::format("{}", *a.pi_init));
-  if (a.lr) set_value(config, "train.lr", fmt::format("{}", *a.lr));
-  if (a.steps) set_value(config, "train.steps", std::to_string(*a.steps));
-  if (a.batch_size) set_value(config, "train.batch_size", std::to_string(*a.batch_size));
-  if (a.seed) set_value(config, "train.seed", std::to_string(*a.seed));
-  if (a.run_dir) set_value(config, "train.run_dir", *a.run_dir);
-  if (a.dataset) set_value(config, "data.dataset", *a.dataset);
+  // Typed values through the key table (its range checks and messages), never through text.
+  using qt::models::set_typed_value;
+  if (a.attention) set_typed_value(config, "model.softmax", *a.attention);
+  if (a.gamma) set_typed_value(config, "model.gamma", *a.gamma);
+  if (a.zeta) set_typed_value(config, "model.zeta", *a.zeta);
+  if (a.alpha) set_typed_value(config, "model.alpha", *a.alpha);
+  if (a.gate) set_typed_value(config, "model.gate", *a.gate);
+  if (a.pi_init) set_typed_value(config, "model.gate_pi_init", *a.pi_init);
+  if (a.lr) set_typed_value(config, "train.lr", *a.lr);
+  if (a.steps) set_typed_value(config, "train.steps", *a.steps);
+  if (a.batch_size) set_typed_value(config, "train.batch_size", *a.batch_size);
+  if (a.seed) set_typed_value(config, "train.seed", *a.seed);
+  if (a.run_dir) set_typed_value(config, "train.run_dir", *a.run_dir);
+  if (a.dataset) set_typed_value(config, "data.dataset", *a.dataset);
   for (const std::string& assignment : a.assignments)
     qt::models::set_assignment(config, assignment);
   qt::models::validate(config);
@@ -119,13 +121,13 @@ void add_pretrain_command(CLI::App& app) {
   cmd->add_option("--config", arguments->config_file, "JSON config file (nested or dotted keys)");
   cmd->add_option("--set", arguments->assignments, "key=value, repeatable (see --list-keys)")
       ->allow_extra_args(false);
-  cmd->add_option("--attn", arguments->attention, "softmax: vanilla or clipped");
+  cmd->add_option("--attn", arguments->attention,
+                  fmt::format("softmax: {}", fmt::join(qt::nn::softmax_kind_names(), " or ")));
   cmd->add_option("--gamma", arguments->gamma, "clipped softmax gamma (<= 0)");
   cmd->add_option("--zeta", arguments->zeta, "clipped softmax zeta (>= 1)");
   cmd->add_option("--alpha", arguments->alpha, "clipped softmax with gamma = -alpha / T");
   cmd->add_option("--gate", arguments->gate,
-                  "gated attention: none, linear, mlp, all-heads-linear, unconditional, "
-                  "conditional-per-head");
+                  fmt::format("gated attention: {}", fmt::join(qt::nn::gate_kind_names(), ", ")));
   cmd->add_option("--pi-init", arguments->pi_init, "initial gate probability pi_init");
   cmd->add_option("--lr", arguments->lr, "peak learning rate");
   cmd->add_option("--steps", arguments->steps, "optimizer steps");

@@ -1,5 +1,5 @@
 // `qtlab quantize --checkpoint RUN_DIR/model.safetensors`: simulated W`b`A`b` post-training
-// quantization (paper-spec §4; quant/quantized_model.h). Builds the model from the run config
+// quantization (method.md §4; quant/quantized_model.h). Builds the model from the run config
 // stored in the checkpoint, evaluates it in FP, quantizes a copy (weights in place; activations at
 // the §4.3 points), calibrates on random training batches, evaluates the quantized copy on the same
 // validation batches and prints both figures side by side. The calibrated ranges are saved as
@@ -7,11 +7,12 @@
 // object --json prints) as RUN_DIR/quantize-w<b>a<b>.json, which `qtlab report` puts into its
 // Table 2 columns.
 //
-// Defaults per family are the paper's (spec §4.4): BERT / ViT min-max weights and running min-max
-// activations; OPT MSE weights and running 99.999th-percentile activations; FP head for BERT and
-// OPT, quantized classifier for ViT. 16 calibration batches (the paper; the repo's README uses 4
-// for OPT).
+// Defaults per family are the paper's (method.md §4.4): BERT / ViT min-max weights and running
+// min-max activations; OPT MSE weights and running 99.999th-percentile activations; FP head for
+// BERT and OPT, quantized classifier for ViT. 16 calibration batches (the paper; the repo's README
+// uses 4 for OPT).
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <filesystem>
@@ -68,12 +69,12 @@ void check_bits_flag(int bits, const char* flag) {
 
 // The options from the family's paper defaults and the flags.
 qt::quant::QuantizationOptions quantization_options(const QuantizeArguments& a,
-                                                    const std::string& family) {
+                                                    const qt::models::Model& model) {
   check_bits_flag(a.weight_bits, "--wbits");
   check_bits_flag(a.activation_bits, "--abits");
   if (a.layer_norm_bits != 0) check_bits_flag(a.layer_norm_bits, "--ln-bits");
   if (a.final_layer_norm_bits != 0) check_bits_flag(a.final_layer_norm_bits, "--final-ln-bits");
-  qt::quant::QuantizationOptions o = qt::quant::paper_quantization_options(family);
+  qt::quant::QuantizationOptions o = qt::quant::paper_quantization_options(model);
   o.weight_bits = a.weight_bits;
   o.activation_bits = a.activation_bits;
   o.layer_norm_bits = a.layer_norm_bits;
@@ -157,7 +158,7 @@ QuantizedEvaluation quantize_and_evaluate(const qt::models::Model& model,
                                           const qt::models::EvaluationResult& fp,
                                           const QuantizeArguments& a,
                                           const std::string& ranges_path) {
-  const std::string& family = config.model.family;
+  const std::string family = qt::models::family_name(config.model.family);
   const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
   qt::quant::QuantizedModel quantized(qt::quant::copy_model(model),
                                       qt::quant::quantization_setup(model, options));
@@ -183,7 +184,7 @@ QuantizedEvaluation quantize_and_evaluate(const qt::models::Model& model,
   out.calibration_batch_size = calibration.batch_size;
   out.activation_points = setup.activations.size();
   out.weights = setup.weights.size();
-  const bool vit = family == "vit";
+  const bool vit = config.model.family == qt::models::Family::vit;
   out.record = {{"checkpoint", a.checkpoint},
                 {"family", family},
                 {"label", out.label},
@@ -227,8 +228,8 @@ void run_sweep(const QuantizeArguments& a, const qt::models::RunConfig& config,
                const qt::models::EvaluationResult& fp) {
   const std::vector<qt::tools::QuantizationSpec> specs =
       qt::tools::parse_quantization_specs(a.sweep);
-  const std::string& family = config.model.family;
-  const bool vit = family == "vit";
+  const std::string family = qt::models::family_name(config.model.family);
+  const bool vit = config.model.family == qt::models::Family::vit;
   const std::string results_path =
       a.results_out.empty()
           ? (std::filesystem::path(a.checkpoint).parent_path() / "quantize-sweep.jsonl").string()
@@ -249,7 +250,7 @@ void run_sweep(const QuantizeArguments& a, const qt::models::RunConfig& config,
     one.weight_bits = spec.weight_bits;
     one.activation_bits = spec.activation_bits;
     if (!spec.weight_range.empty()) one.weight_range = spec.weight_range;
-    const qt::quant::QuantizationOptions options = quantization_options(one, family);
+    const qt::quant::QuantizationOptions options = quantization_options(one, model);
     QuantizedEvaluation q = quantize_and_evaluate(model, config, data, options, fp, one, "");
     q.record["spec"] = spec.text;
     lines += q.record.dump() + "\n";
@@ -274,12 +275,12 @@ void run_quantize(const QuantizeArguments& a) {
   QT_CHECK(a.calibration_batches >= 1, "quantize: --calib-batches must be >= 1, got {}",
            a.calibration_batches);
   const auto [config, model] = qt::models::load_saved_model(a.checkpoint, a.assignments);
-  const std::string& family = config.model.family;
+  const std::string family = qt::models::family_name(config.model.family);
   if (!a.sweep.empty()) {
     QT_CHECK(a.ranges_out.empty(), "quantize: --ranges-out does not go with --sweep");
     qt::tools::parse_quantization_specs(a.sweep);  // reject a bad list before the evaluations
   }
-  const qt::quant::QuantizationOptions options = quantization_options(a, family);
+  const qt::quant::QuantizationOptions options = quantization_options(a, *model);
   const qt::models::RunData data = qt::models::load_run_data(config);
   const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
 
@@ -304,7 +305,7 @@ void run_quantize(const QuantizeArguments& a) {
     std::printf("%s\n", q.record.dump().c_str());
     return;
   }
-  const bool vit = family == "vit";
+  const bool vit = config.model.family == qt::models::Family::vit;
   std::printf("%s\n", fmt::format("{}: {} {} (weights {}, activations {}, {} head), calibrated on "
                                   "{} training batches of {} (seed {})",
                                   a.checkpoint, family, q.label, q.weight_range, q.activation_range,

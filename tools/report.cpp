@@ -33,7 +33,9 @@
 #include <vector>
 
 #include <sys/wait.h>
+#include <nlohmann/json.hpp>
 
+#include "models/config.h"
 #include "quant/outlier_analysis.h"
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
@@ -172,7 +174,9 @@ void read_quantization(Run& run) {
   if (!fs::exists(path)) return;
   std::ifstream in(path);
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  const char* metric = run.analysis.family == "vit" ? "accuracy" : "perplexity";
+  const char* metric = qt::models::parse_family(run.analysis.family) == qt::models::Family::vit
+                           ? "accuracy"
+                           : "perplexity";
   QT_CHECK(!j.is_discarded() && j.contains("fp") && j.contains("quantized") &&
                j["fp"].contains(metric) && j["quantized"].contains(metric),
            "report: {} is not a `qtlab quantize` result (expected fp.{} and quantized.{})",
@@ -188,7 +192,7 @@ struct TableRow {
 };
 
 TableRow table_row(const Run& run) {
-  const bool vit = run.analysis.family == "vit";
+  const bool vit = qt::models::parse_family(run.analysis.family) == qt::models::Family::vit;
   const auto quality = [vit](double value) {
     return vit ? fmt::format("{:.2f}%", 100 * value) : fmt::format("{:.3f}", value);
   };
@@ -215,7 +219,8 @@ TableRow table_row(const Run& run) {
 
 // The table as aligned plain text, for the terminal.
 std::string table_text(const std::vector<Run>& runs) {
-  const bool vit = !runs.empty() && runs.front().analysis.family == "vit";
+  const bool vit = !runs.empty() && qt::models::parse_family(runs.front().analysis.family) ==
+                                        qt::models::Family::vit;
   std::vector<TableRow> rows = {{"run", "family", "step", vit ? "FP acc" : "FP ppl", "max inf norm",
                                  "avg kurtosis", vit ? "W8A8 acc" : "W8A8 ppl"}};
   for (const Run& run : runs) rows.push_back(table_row(run));
@@ -346,7 +351,7 @@ std::string gnuplot_script(const std::vector<Run>& runs, const std::string& term
 std::string markdown(const std::vector<Run>& runs, const std::string& ext) {
   std::string md = "# qtlab outlier report\n\n";
   md +=
-      "Outlier metrics as in paper §5 (paper-spec §5): inf norm = per-row max|x| averaged over "
+      "Outlier metrics as in paper §5 (method.md §5): inf norm = per-row max|x| averaged over "
       "the validation rows; kurtosis = per-row Pearson kurtosis averaged. The headline columns "
       "follow paper Table 2.\n\n";
   md +=

@@ -31,7 +31,7 @@ scale in the trained models measured, so 1e-4 has a wide margin yet fails on any
 transposed or unused weight, which moves the logits by orders of magnitude more (tests/
 test_torch_model.cpp corrupts one weight per variant and sees the check fail).
 
-The architectures (paper-spec §3; the same equations as qtlab's models/ and nn/):
+The architectures (docs/method.md §3; the same equations as qtlab's models/ and nn/):
 
   BERT (post-LN masked LM, HF BertForMaskedLM without the token-type table and the pooler):
       h0 = LN_emb(E_word[ids] + E_pos[0..T-1])
@@ -179,7 +179,7 @@ class ModelSpec:
         return self.num_patches + 1 if self.family == "vit" else self.max_length
 
     def clip_range(self):
-        """(gamma, zeta) of the clipped softmax, or None for the plain softmax (spec §1.3)."""
+        """(gamma, zeta) of the clipped softmax, or None for the plain softmax (method.md §1.3)."""
         if self.alpha > 0:
             return -self.alpha / self.attention_length(), 1.0
         if self.softmax == "clipped":
