@@ -36,10 +36,11 @@ void run_logits(const LogitsArguments& a) {
   const auto [config, model] = qt::models::load_saved_model(a.checkpoint);
   QT_CHECK(std::filesystem::exists(a.batch), "logits: batch file {} does not exist", a.batch);
   const qt::SafeTensors inputs = qt::load_safetensors(a.batch);
-  const bool vit = config.model.family == "vit";
+  const bool vit = config.model.family == qt::models::Family::vit;
+  const std::string family = qt::models::family_name(config.model.family);
   const std::string wanted = vit ? "images" : "input_ids";
   QT_CHECK(inputs.contains(wanted), "logits: {} has no tensor '{}' (a {} model reads '{}')",
-           a.batch, wanted, config.model.family, wanted);
+           a.batch, wanted, family, wanted);
   qt::models::Batch batch;
   (vit ? batch.images : batch.input_ids) = inputs.get(wanted);
   model->eval();
@@ -47,7 +48,7 @@ void run_logits(const LogitsArguments& a) {
   // The models check the inputs' dtype, shape and id range and name what is wrong.
   const qt::Tensor logits = model->logits(batch);
   qt::save_safetensors(a.out, {{"logits", logits}},
-                       {{"checkpoint", a.checkpoint}, {"family", config.model.family}});
+                       {{"checkpoint", a.checkpoint}, {"family", family}});
 }
 
 }  // namespace
