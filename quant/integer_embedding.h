@@ -21,6 +21,7 @@
 
 namespace qt::quant {
 
+// The data of one term (its scale and zero point live in the IntegerRescaleSum, same order).
 struct EmbeddingTerm {
   // Either a table lookup ...
   const int8_t* table = nullptr;  // [rows, dim] s8 codes
@@ -28,14 +29,18 @@ struct EmbeddingTerm {
   const int64_t* ids = nullptr;  // [tokens] row indices into the table
   // ... or a dense u8 input [tokens, dim] (table == nullptr).
   const uint8_t* dense = nullptr;
-  QuantizedTerm quant;  // scale (and, for a dense term, zero point; tables: 0)
 };
 
-// out[tokens, dim] (u8) = the requantized sum of the terms' rows. Builds the rescale sum once per
-// call. Throws for a bad id (naming the term, the token and the id), an inconsistent term, or a
-// table term with a non-zero zero point.
-void integer_embedding_sum(const std::vector<EmbeddingTerm>& terms, int64_t tokens, int64_t dim,
-                           double output_scale, int32_t output_zero_point, Requant mode,
-                           uint8_t* out);
+// The conversion step, once per model: the terms' (scale, zero point) — tables: zero point 0 —
+// and the u8 output (S_o, Z_o).
+IntegerRescaleSum make_integer_embedding_sum(const std::vector<QuantizedTerm>& terms,
+                                             double output_scale, int32_t output_zero_point,
+                                             Requant mode);
+
+// out[tokens, dim] (u8) = the requantized sum of the terms' rows (integers only). Throws for a bad
+// id (naming the term, the token and the id), a term count that does not match `sum`, an
+// inconsistent term, or a table term whose zero point in `sum` is not 0.
+void integer_embedding_sum(const IntegerRescaleSum& sum, const std::vector<EmbeddingTerm>& terms,
+                           int64_t tokens, int64_t dim, uint8_t* out);
 
 }  // namespace qt::quant

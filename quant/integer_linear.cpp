@@ -22,15 +22,20 @@ int32_t checked_int32(int64_t x, const char* what, const char* op) {
   return static_cast<int32_t>(x);
 }
 
-void check_rows(const IntegerLinear& layer, const void* x, int64_t rows, const void* y,
-                const char* op) {
+// Checks the call and returns the input row stride (0 -> in_features).
+int64_t check_rows(const IntegerLinear& layer, const void* x, int64_t rows, const void* y,
+                   int64_t x_stride, const char* op) {
   QT_CHECK(rows >= 0, "{}: negative row count {}", op, rows);
+  const int64_t stride = x_stride == 0 ? layer.in_features : x_stride;
+  QT_CHECK(stride >= layer.in_features, "{}: input row stride {} < in_features {}", op, stride,
+           layer.in_features);
   QT_CHECK(static_cast<int64_t>(layer.weight.size()) == layer.out_features * layer.in_features &&
                static_cast<int64_t>(layer.output.size()) == layer.out_features &&
                static_cast<int64_t>(layer.folded_bias.size()) == layer.out_features,
            "{}: the layer is not built by make_integer_linear (weight {} for [{}, {}])", op,
            layer.weight.size(), layer.out_features, layer.in_features);
   if (rows > 0) QT_CHECK(x != nullptr && y != nullptr, "{}: null input or output", op);
+  return stride;
 }
 
 }  // namespace
@@ -90,11 +95,11 @@ IntegerLinear make_integer_linear(const int8_t* weight, int64_t out_features, in
 }
 
 void integer_linear_accumulators(const IntegerLinear& layer, const uint8_t* x, int64_t rows,
-                                 int32_t* acc) {
-  check_rows(layer, x, rows, acc, "integer_linear");
+                                 int32_t* acc, int64_t x_stride) {
+  const int64_t lda = check_rows(layer, x, rows, acc, x_stride, "integer_linear");
   if (rows == 0) return;
   const int64_t N = layer.out_features, K = layer.in_features;
-  blas::gemm_u8s8s32(rows, N, K, x, K, layer.weight.data(), K, acc, N);
+  blas::gemm_u8s8s32(rows, N, K, x, lda, layer.weight.data(), K, acc, N);
   // acc = sum a w + folded_bias = sum (a - Z_a) w + bias: exact (bounded at construction).
   for (int64_t m = 0; m < rows; ++m)
     for (int64_t n = 0; n < N; ++n) acc[m * N + n] += layer.folded_bias[n];
@@ -102,10 +107,11 @@ void integer_linear_accumulators(const IntegerLinear& layer, const uint8_t* x, i
 
 namespace {
 template <bool kRelu>
-void linear_forward(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y) {
+void linear_forward(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y,
+                    int64_t x_stride) {
   const int64_t N = layer.out_features;
-  std::vector<int32_t> acc(static_cast<size_t>(rows * N));  // once per call, outside the loops
-  integer_linear_accumulators(layer, x, rows, acc.data());
+  std::vector<int32_t> acc(static_cast<size_t>(std::max<int64_t>(rows, 0) * N));  // once per call
+  integer_linear_accumulators(layer, x, rows, acc.data(), x_stride);
   for (int64_t m = 0; m < rows; ++m)
     for (int64_t n = 0; n < N; ++n) {
       const int32_t a = acc[m * N + n];
@@ -114,22 +120,25 @@ void linear_forward(const IntegerLinear& layer, const uint8_t* x, int64_t rows, 
 }
 }  // namespace
 
-void integer_linear(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y) {
-  linear_forward<false>(layer, x, rows, y);
+void integer_linear(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y,
+                    int64_t x_stride) {
+  linear_forward<false>(layer, x, rows, y, x_stride);
 }
 
-void integer_linear_relu(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y) {
-  linear_forward<true>(layer, x, rows, y);
+void integer_linear_relu(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y,
+                         int64_t x_stride) {
+  linear_forward<true>(layer, x, rows, y, x_stride);
 }
 
-void integer_linear_ref(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y) {
-  check_rows(layer, x, rows, y, "integer_linear_ref");
+void integer_linear_ref(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y,
+                        int64_t x_stride) {
+  const int64_t lda = check_rows(layer, x, rows, y, x_stride, "integer_linear_ref");
   const int64_t N = layer.out_features, K = layer.in_features;
   for (int64_t m = 0; m < rows; ++m)
     for (int64_t n = 0; n < N; ++n) {
       int64_t acc = layer.bias[n];
       for (int64_t k = 0; k < K; ++k)
-        acc += (int64_t{x[m * K + k]} - layer.input_zero_point) * layer.weight[n * K + k];
+        acc += (int64_t{x[m * lda + k]} - layer.input_zero_point) * layer.weight[n * K + k];
       y[m * N + n] = static_cast<uint8_t>(
           layer.output[n](checked_int32(acc, "accumulator", "integer_linear_ref")));
     }

@@ -60,20 +60,24 @@ IntegerLinear make_integer_linear(const int8_t* weight, int64_t out_features, in
 // fit int32 (conversion helper, float64).
 int32_t quantize_bias(double bias, double input_scale, double weight_scale);
 
-// y[rows, out] (u8) from x[rows, in] (u8), both dense row-major. Fast path: gemm_u8s8s32 plus the
-// folded-bias epilogue; any thread count gives the same bits.
-void integer_linear(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y);
+// y[rows, out] (u8, dense) from x[rows, in] (u8, row m at x + m * x_stride; x_stride 0 means dense,
+// in; a larger stride reads a column slice, e.g. one head's d_h features for a per-head gate).
+// Fast path: gemm_u8s8s32 plus the folded-bias epilogue; any thread count gives the same bits.
+void integer_linear(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y,
+                    int64_t x_stride = 0);
 // The exact accumulators acc[rows, out] (int32), before requantization (for a fused ReLU, GELU or
 // gate that reads the accumulator).
 void integer_linear_accumulators(const IntegerLinear& layer, const uint8_t* x, int64_t rows,
-                                 int32_t* acc);
+                                 int32_t* acc, int64_t x_stride = 0);
 // Plain loops over sum_k (a - Z_a) w + bias in int64 (checked to fit int32): the reference the
 // fast path must equal bit for bit.
-void integer_linear_ref(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y);
+void integer_linear_ref(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y,
+                        int64_t x_stride = 0);
 
 // ReLU fused into the output stage: y = requantize(max(acc, 0)), exact because ReLU commutes with
 // the positive scale S_a S_w: relu(S acc) = S max(acc, 0). (OPT's fc1 + ReLU.)
-void integer_linear_relu(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y);
+void integer_linear_relu(const IntegerLinear& layer, const uint8_t* x, int64_t rows, uint8_t* y,
+                         int64_t x_stride = 0);
 
 // One u8 operand of integer_matmul_u8u8: element (i, k) of batch b at data[b * batch_stride +
 // i * ld + k] (or, for B with b_layout == kn, element (k, n) at data[b * batch_stride + k * ld +

@@ -114,13 +114,16 @@ TEST_CASE("integer_embedding_sum: token + type + position, and a dense term") {
   const int32_t z_o = 131;
   // BERT's order: (word + type) quantized, then (+ position) quantized.
   std::vector<uint8_t> first(tokens * dim), second(tokens * dim);
-  EmbeddingTerm w{word.data(), vocab, word_ids.data(), nullptr, {s_word, 0}};
-  EmbeddingTerm t{type.data(), types, type_ids.data(), nullptr, {s_type, 0}};
-  EmbeddingTerm p{pos.data(), positions, pos_ids.data(), nullptr, {s_pos, 0}};
-  integer_embedding_sum({w, t}, tokens, dim, s_o, z_o, Requant::single_half_even, first.data());
-  EmbeddingTerm dense{nullptr, 0, nullptr, first.data(), {s_o, z_o}};
-  integer_embedding_sum({dense, p}, tokens, dim, s_o, z_o, Requant::single_half_even,
-                        second.data());
+  const EmbeddingTerm w{word.data(), vocab, word_ids.data(), nullptr};
+  const EmbeddingTerm t{type.data(), types, type_ids.data(), nullptr};
+  const EmbeddingTerm p{pos.data(), positions, pos_ids.data(), nullptr};
+  const EmbeddingTerm dense{nullptr, 0, nullptr, first.data()};
+  const IntegerRescaleSum word_type =
+      make_integer_embedding_sum({{s_word, 0}, {s_type, 0}}, s_o, z_o, Requant::single_half_even);
+  const IntegerRescaleSum plus_position =
+      make_integer_embedding_sum({{s_o, z_o}, {s_pos, 0}}, s_o, z_o, Requant::single_half_even);
+  integer_embedding_sum(word_type, {w, t}, tokens, dim, first.data());
+  integer_embedding_sum(plus_position, {dense, p}, tokens, dim, second.data());
   LsbError e1, e2;
   for (int64_t k = 0; k < tokens; ++k)
     for (int64_t j = 0; j < dim; ++j) {
@@ -144,12 +147,16 @@ TEST_CASE("integer_embedding_sum: token + type + position, and a dense term") {
 
   std::vector<int64_t> bad_ids(word_ids);
   bad_ids[5] = vocab;
-  EmbeddingTerm bad{word.data(), vocab, bad_ids.data(), nullptr, {s_word, 0}};
-  CHECK_THROWS_WITH_AS(
-      integer_embedding_sum({bad}, tokens, dim, s_o, z_o, Requant::double_rounding, first.data()),
-      doctest::Contains("term 0: token 5 has id 50 outside the table's 50 rows"), qt::Error);
-  EmbeddingTerm zp{word.data(), vocab, word_ids.data(), nullptr, {s_word, 3}};
-  CHECK_THROWS_WITH_AS(
-      integer_embedding_sum({zp}, tokens, dim, s_o, z_o, Requant::double_rounding, first.data()),
-      doctest::Contains("zero point 3 must be 0"), qt::Error);
+  const EmbeddingTerm bad{word.data(), vocab, bad_ids.data(), nullptr};
+  const IntegerRescaleSum one =
+      make_integer_embedding_sum({{s_word, 0}}, s_o, z_o, Requant::double_rounding);
+  CHECK_THROWS_WITH_AS(integer_embedding_sum(one, {bad}, tokens, dim, first.data()),
+                       doctest::Contains("term 0: token 5 has id 50 outside the table's 50 rows"),
+                       qt::Error);
+  const IntegerRescaleSum zp =
+      make_integer_embedding_sum({{s_word, 3}}, s_o, z_o, Requant::double_rounding);
+  CHECK_THROWS_WITH_AS(integer_embedding_sum(zp, {w}, tokens, dim, first.data()),
+                       doctest::Contains("zero point 3 must be 0"), qt::Error);
+  CHECK_THROWS_WITH_AS(integer_embedding_sum(one, {w, t}, tokens, dim, first.data()),
+                       doctest::Contains("2 terms for a sum built for 1"), qt::Error);
 }

@@ -130,6 +130,30 @@ TEST_CASE("integer_linear: fast == _ref bit for bit, any thread count; error vs 
   }
 }
 
+TEST_CASE("integer_linear: a strided input (one head's slice, as a per-head gate reads it)") {
+  std::mt19937 rng(23);
+  const int64_t tokens = 10, heads = 4, head_dim = 16, hidden = heads * head_dim;
+  const auto x = random_codes<uint8_t>(tokens * hidden, 0, 255, rng);
+  const auto w = random_codes<int8_t>(3 * head_dim, -128, 127, rng);
+  const IntegerLinear layer = make_integer_linear(w.data(), 3, head_dim, nullptr, 0.02, 90, {1e-3},
+                                                  0.01, 100, Requant::single_half_even);
+  for (int64_t h = 0; h < heads; ++h) {
+    std::vector<uint8_t> dense(tokens * head_dim);
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t j = 0; j < head_dim; ++j)
+        dense[t * head_dim + j] = x[t * hidden + h * head_dim + j];
+    std::vector<uint8_t> strided(tokens * 3), ref(tokens * 3), expected(tokens * 3);
+    integer_linear(layer, x.data() + h * head_dim, tokens, strided.data(), hidden);
+    integer_linear_ref(layer, x.data() + h * head_dim, tokens, ref.data(), hidden);
+    integer_linear(layer, dense.data(), tokens, expected.data());
+    CHECK(strided == expected);
+    CHECK(ref == expected);
+  }
+  std::vector<uint8_t> y(tokens * 3);
+  CHECK_THROWS_WITH_AS(integer_linear(layer, x.data(), tokens, y.data(), head_dim - 1),
+                       doctest::Contains("input row stride 15 < in_features 16"), qt::Error);
+}
+
 TEST_CASE("integer_linear: bad layers and inputs are named errors") {
   const int8_t w[] = {1, 2, 3, 4};
   CHECK_THROWS_WITH_AS(make_integer_linear(w, 2, 2, nullptr, 0.1, 0, {1.0, 1.0, 1.0}, 1.0, 0,
