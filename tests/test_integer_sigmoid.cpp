@@ -31,6 +31,7 @@ TEST_CASE("integer_sigmoid: hand-computed entries and every u8 logit") {
       INFO(error.summary("sigmoid u8 table"));
       qt::test::report(error, "sigmoid u8 table");
       CHECK(error.max_error <= 0.5 + 1e-9);
+      CHECK(error.mean_error() <= 0.26);
       CHECK(error.max_code_error() == 0);
     }
 }
@@ -56,6 +57,7 @@ TEST_CASE("integer_sigmoid: fused after the gate's linear layer, error in LSB") 
     INFO(error.summary("sigmoid fused int16 table"));
     qt::test::report(error, std::string("sigmoid fused, ") + std::string(requant_name(mode)));
     CHECK(error.max_error <= 0.5 + mid);
+    CHECK(error.mean_error() <= 0.26);
   }
 }
 
@@ -83,6 +85,7 @@ TEST_CASE("integer_gate_multiply: hand-computed and every (context, gate) pair")
     INFO(error.summary("gate multiply"));
     qt::test::report(error, std::string("gate multiply, ") + std::string(requant_name(mode)));
     CHECK(error.max_error <= (mode == Requant::double_rounding ? 1.0 : 0.5 + 1e-6));
+    CHECK(error.mean_error() <= 0.26);
   }
   const uint8_t ctx2[] = {10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120};
   const uint8_t gate2[] = {0, 255, 64, 128};  // [token][head]
