@@ -66,8 +66,8 @@ void layer_norm_rows(const IntegerLayerNorm& ln, const T* x, int64_t rows, uint8
       sum_squares += v * v;
     }
     const int64_t variance = C * sum_squares - sum * sum;  // C^2 var / S_in^2, exact, >= 0
-    QT_CHECK(variance >= 0 && variance < (int64_t{1} << 54),
-             "integer_layer_norm: row {}: C Q - S^2 = {} is outside [0, 2^54)", r, variance);
+    QT_CHECK(variance >= 0 && variance <= (int64_t{1} << 54),
+             "integer_layer_norm: row {}: C Q - S^2 = {} is outside [0, 2^54]", r, variance);
     const int64_t w = variance + ln.eps_term;  // < 2^54 + 2^60
     int shift = 0;                             // s: W 4^s in [2^59, 2^61)
     if (w > 0) shift = (61 - std::bit_width(static_cast<uint64_t>(w))) / 2;

@@ -19,11 +19,12 @@
 //   out = requantize(a_i, M = S_g / (2^15 S_out)) + Z_out, clamped to u8
 //
 // Bit widths and bounds (asserted): |q_i| <= 2^15 (u8 or int16 codes), 1 <= C <= 4096, so
-// |S| <= 2^27, Q <= 2^42, V <= 2^54, |y_i| <= 2^28; E <= 2^60 (checked when built). Because
-// y_i^2 <= sum_j y_j^2 = C V <= C W, |y_i| 2^s <= sqrt(C) (D + 1), so the numerator
-// |y_i| 2^(15 + s) <= 2^6 2^30.5 2^15 < 2^52 fits int64 and |z_i| <= 2^15 sqrt(C) <= 2^21;
-// |g_i z_i| <= 2^28 and |b_i| <= 2^30 (checked when built), so |a_i| < 2^31: int32.
-// A row with W = 0 (constant input and eps = 0; float gives 0/0) normalises to z = 0, out = beta.
+// |S| <= 2^27, Q <= 2^42, V <= 2^54 (reached by a row of alternating +-2^15), |y_i| <= 2^28; E <=
+// 2^60 (checked when built). Because y_i^2 <= sum_j y_j^2 = C V <= C W, |y_i| 2^s <= sqrt(C) (D +
+// 1), so the numerator |y_i| 2^(15 + s) <= 2^6 2^30.5 2^15 < 2^52 fits int64 and |z_i| <= 2^15
+// sqrt(C) <= 2^21; |g_i z_i| <= 2^28 and |b_i| <= 2^30 (checked when built), so |a_i| < 2^31:
+// int32. A row with W = 0 (constant input and eps = 0; float gives 0/0) normalises to z = 0, out =
+// beta.
 //
 // Errors (measured in the tests): the integer steps contribute |gamma| 2^-16 / S_out LSB (the
 // rounding of z) plus the ~2^-30 relative error of D; the rest is the final rounding (0.5 LSB

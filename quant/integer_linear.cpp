@@ -172,6 +172,10 @@ void integer_matmul_u8u8(int64_t batch, int64_t M, int64_t N, int64_t K, const U
                          const U8Matrix& B, BLayout b_layout, int32_t* C) {
   check_matmul(batch, M, N, K, A, B, b_layout, C, "integer_matmul_u8u8");
   if (batch == 0 || M == 0 || N == 0) return;
+  if (K == 0) {  // an empty sum
+    std::fill(C, C + batch * M * N, 0);
+    return;
+  }
   // Scratch, once per call: B - 128 as s8 in [N, K] layout, and the row sums.
   std::vector<int8_t> b_shifted(static_cast<size_t>(N * std::max<int64_t>(K, 1)));
   std::vector<int64_t> a_sum(M), b_sum(N);

@@ -178,6 +178,26 @@ TEST_CASE("integer_layer_norm: random rows, error in LSB against float64") {
   }
 }
 
+TEST_CASE("integer_layer_norm: the extremes of the bounds (C = 4096, codes +-2^15)") {
+  const int64_t C = 4096;
+  std::vector<int8_t> g(C, 127);
+  const IntegerLayerNorm ln = make_integer_layer_norm(C, g.data(), 1.0 / 127, nullptr, 1.0, 0.0,
+                                                      1.0 / 64, 128, Requant::single_half_even);
+  // Alternating +-2^15: V = C Q - S^2 = 4096 * 4096 * 2^30 = 2^54 exactly; normalised +-1.
+  std::vector<int32_t> x(2 * C);
+  for (int64_t i = 0; i < C; ++i) x[i] = i % 2 == 0 ? 32768 : -32768;
+  // One outlier: +2^15 once, -2^15 elsewhere: normalised sqrt(C - 1) = 63.99 (|z| near 2^21) and
+  // -1 / sqrt(C - 1) elsewhere.
+  for (int64_t i = 0; i < C; ++i) x[C + i] = i == 7 ? 32768 : -32768;
+  std::vector<uint8_t> y(2 * C);
+  integer_layer_norm(ln, x.data(), 2, y.data());
+  for (int64_t i = 0; i < C; ++i) REQUIRE(y[i] == (i % 2 == 0 ? 192 : 64));
+  CHECK(y[C + 7] == 255);                                                // 128 + 64 * 63.99 clamps
+  const double rest = 128 - 64 / std::sqrt(static_cast<double>(C - 1));  // 127.0000 -> 127
+  CHECK(y[C] == static_cast<uint8_t>(std::nearbyint(rest)));
+  CHECK(y[C + C - 1] == static_cast<uint8_t>(std::nearbyint(rest)));
+}
+
 TEST_CASE("integer_layer_norm: bad layers and inputs are named errors") {
   const int8_t g[] = {1, 1};
   CHECK_THROWS_WITH_AS(

@@ -231,6 +231,9 @@ TEST_CASE("integer_matmul_u8u8: hand-computed, offsets, layouts, fast == _ref") 
       CHECK(fast2 == exact);
       CHECK(kn == exact);
     }
+  c[0] = 7;
+  integer_matmul_u8u8(1, 1, 1, 0, {a, 0, 0, 5}, {b, 0, 0, 9}, BLayout::nk, c);  // empty sum
+  CHECK(c[0] == 0);
   CHECK_THROWS_WITH_AS(
       integer_matmul_u8u8(1, 1, 1, 33026, {a, 33026, 0, 0}, {b, 33026, 0, 0}, BLayout::nk, c),
       doctest::Contains("K = 33026 is too large"), qt::Error);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -156,6 +157,19 @@ TEST_CASE("integer_softmax: random rows, every variant, error in LSB against flo
     CHECK(error.max_error <= 0.5 + 1.0 / 1024);
     CHECK(error.mean_error() <= 0.26);
   }
+}
+
+TEST_CASE("integer_softmax: int32 logits at the ends of the range") {
+  // d = INT32_MAX - INT32_MIN = 2^32 - 1, the largest difference: d * M0 < 2^63.
+  const int32_t x[] = {std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max()};
+  uint8_t y[2];
+  integer_softmax(make_integer_softmax(1e-3), x, 1, 2, nullptr, 0, y);
+  CHECK(y[0] == 0);
+  CHECK(y[1] == 255);
+  // A tiny scale: the difference is 4.29e-3 in real units: p = 0.49893, 0.50107 -> 127.23, 127.77.
+  integer_softmax(make_integer_softmax(1e-12), x, 1, 2, nullptr, 0, y);
+  CHECK(y[0] == 127);
+  CHECK(y[1] == 128);
 }
 
 TEST_CASE("integer_softmax: a causal mask per row, and bad parameters") {
