@@ -154,6 +154,35 @@ TEST_CASE("integer_linear: a strided input (one head's slice, as a per-head gate
                        doctest::Contains("input row stride 15 < in_features 16"), qt::Error);
 }
 
+TEST_CASE("integer_linear, integer_matmul_u8u8: the accumulator at its largest allowed K") {
+  // K = 65792 with a = 255, w = -128 (and a = 0, Z_a = 255): |acc| = 255 * 128 * K = 2147450880,
+  // inside int32; fast and _ref agree and the accumulator is exact.
+  const int64_t K = 65792;
+  std::vector<uint8_t> hi(K, 255), lo(K, 0);
+  std::vector<int8_t> w(K, -128);
+  for (const int32_t za : {0, 255}) {
+    const IntegerLinear layer = make_integer_linear(w.data(), 1, K, nullptr, 1.0, za, {1.0}, 1e8, 0,
+                                                    Requant::single_half_even);
+    int32_t acc = 0;
+    integer_linear_accumulators(layer, za == 0 ? hi.data() : lo.data(), 1, &acc);
+    CHECK(acc == (za == 0 ? -2147450880 : 2147450880));
+    uint8_t fast = 0, ref = 1;
+    integer_linear(layer, za == 0 ? hi.data() : lo.data(), 1, &fast);
+    integer_linear_ref(layer, za == 0 ? hi.data() : lo.data(), 1, &ref);
+    CHECK(fast == ref);
+  }
+  // Q K^T at K = 33025: (255 - 0)(0 - 255) K = -2147450625.
+  const int64_t Km = 33025;
+  std::vector<uint8_t> a(Km, 255), b(Km, 0);
+  int32_t fast = 0, ref = 1;
+  integer_matmul_u8u8(1, 1, 1, Km, {a.data(), Km, 0, 0}, {b.data(), Km, 0, 255}, BLayout::nk,
+                      &fast);
+  integer_matmul_u8u8_ref(1, 1, 1, Km, {a.data(), Km, 0, 0}, {b.data(), Km, 0, 255}, BLayout::nk,
+                          &ref);
+  CHECK(fast == -2147450625);
+  CHECK(ref == fast);
+}
+
 TEST_CASE("integer_linear: bad layers and inputs are named errors") {
   const int8_t w[] = {1, 2, 3, 4};
   CHECK_THROWS_WITH_AS(make_integer_linear(w, 2, 2, nullptr, 0.1, 0, {1.0, 1.0, 1.0}, 1.0, 0,
