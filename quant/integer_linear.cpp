@@ -59,6 +59,10 @@ IntegerLinear make_integer_linear(const int8_t* weight, int64_t out_features, in
   QT_CHECK(out_features > 0 && in_features > 0, "{}: empty layer [{}, {}]", op, out_features,
            in_features);
   QT_CHECK(weight != nullptr, "{}: null weight", op);
+  QT_CHECK(in_features < 65793,
+           "{}: in_features = {} exceeds the int8 GEMM's limit (K < 65793, so that 255 * 128 * K "
+           "fits int32)",
+           op, in_features);
   const auto scales = static_cast<int64_t>(weight_scales.size());
   QT_CHECK(scales == 1 || scales == out_features,
            "{}: {} weight scales for {} output channels (need 1 per tensor or {} per channel)", op,

@@ -15,7 +15,7 @@
 // requantization uses one quantized multiplier per output channel (or one for all).
 //
 // Bit widths / overflow (checked by make_integer_linear, so the forward cannot overflow):
-//   |sum_k a w| <= 255 * 128 * K (the GEMM's own bound, K < 65793), and
+//   K < 65793 (the GEMM's own limit: |sum_k a w| <= 255 * 128 * K fits int32), and
 //   |acc| <= 255 * 128 * K + |bias[n]| must be <= 2^31 - 1 for every n; then folded_bias and the
 //   epilogue sum acc = gemm + folded_bias are exact in int32 as well.
 //

@@ -198,11 +198,12 @@ TEST_CASE("integer_linear: bad layers and inputs are named errors") {
   CHECK_THROWS_WITH_AS(
       make_integer_linear(w, 2, 2, big_bias, 0.1, 0, {1.0}, 1.0, 0, Requant::double_rounding),
       doctest::Contains("channel 1: the accumulator bound"), qt::Error);
-  // K = 65794 could reach 255 * 128 * K > 2^31 - 1.
-  std::vector<int8_t> wide(65794, 1);
-  CHECK_THROWS_WITH_AS(make_integer_linear(wide.data(), 1, 65794, nullptr, 0.1, 0, {1.0}, 1.0, 0,
+  // K = 65793 is beyond the GEMM's limit even without a bias.
+  std::vector<int8_t> limit(65793, 1);
+  CHECK_THROWS_WITH_AS(make_integer_linear(limit.data(), 1, 65793, nullptr, 0.1, 0, {1.0}, 1.0, 0,
                                            Requant::double_rounding),
-                       doctest::Contains("exceeds int32"), qt::Error);
+                       doctest::Contains("in_features = 65793 exceeds the int8 GEMM's limit"),
+                       qt::Error);
   CHECK_THROWS_WITH_AS(
       make_integer_linear(w, 2, 2, nullptr, 0.1, 0, {1.0}, 1e-12, 0, Requant::double_rounding),
       doctest::Contains("too large"), qt::Error);
