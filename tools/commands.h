@@ -22,3 +22,5 @@ std::string write_checkpoint_analysis(const std::string& checkpoint, const std::
                                       int64_t batches);
 // `qtlab report RUN_DIR...`: gnuplot figures and report.md comparing runs (report.cpp).
 void add_report_command(CLI::App& app);
+// `qtlab check --reference DIR --candidate DIR`: integer tensor dumps compared (check.cpp).
+void add_check_command(CLI::App& app);

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   add_quantize_command(app);
   add_analyze_command(app);
   add_report_command(app);
+  add_check_command(app);
   try {
     qt::distributed::init(&argc, &argv);
     app.parse(argc, argv);
