@@ -1,5 +1,5 @@
 // `qtlab check` (tools/check.cpp) run as a user would, on dumps of the example integer graph
-// (tests/integer_dump_graph.h: linear -> GELU table -> add into s16 -> LayerNorm, the real ops):
+// (quant/example_graph.h: linear -> GELU table -> add into s16 -> LayerNorm, the real ops):
 // identical dumps pass; one code off by one LSB is found, named by tensor, multi-index and both
 // values, and blamed on the op that produced it; a real off-by-one in the linear layer, propagated
 // through the downstream ops, blames the linear layer and not them; --tolerance-lsb; --json; and
@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "tests/integer_dump_graph.h"
+#include "quant/example_graph.h"
 #include "tests/test_util.h"
 
 using namespace qt::quant;
@@ -34,7 +34,7 @@ std::string write_dump(const std::string& name, TensorDump dump) {
 }
 
 const std::string& reference() {
-  static const std::string dir = write_dump("reference", qt::test::integer_reference_graph(7));
+  static const std::string dir = write_dump("reference", qt::quant::example_graph(7));
   return dir;
 }
 
@@ -63,12 +63,11 @@ void edit_manifest(const std::string& dir, const std::function<void(nlohmann::js
 }  // namespace
 
 TEST_CASE("test_check_command: an identical dump passes with exit 0") {
-  const auto r = check(write_dump("same", qt::test::integer_reference_graph(7)));
+  const auto r = check(write_dump("same", qt::quant::example_graph(7)));
   REQUIRE_MESSAGE(r.status == 0, r.output);
   CHECK(contains(r.output, "PASS: all 10 tensors agree within 0 LSB"));
   // A dump of other inputs is caught at its first tensor, the graph input x, with no op to blame.
-  const auto other =
-      check(write_dump("other_input", qt::test::integer_reference_graph(8)), "--json");
+  const auto other = check(write_dump("other_input", qt::quant::example_graph(8)), "--json");
   CHECK(other.status == 1);
   const auto j = json_of(other.output);
   CHECK(j["divergent_inputs"] == nlohmann::json::array({"x"}));
@@ -77,8 +76,8 @@ TEST_CASE("test_check_command: an identical dump passes with exit 0") {
 
 TEST_CASE("test_check_command: one code off by one LSB is named by tensor, index and op") {
   // g (the GELU output) at [3, 9] raised by one, nothing else changed.
-  TensorDump candidate = qt::test::integer_reference_graph(7);
-  const int64_t flat = qt::test::ravel({3, 9}, {qt::test::kGraphRows, qt::test::kGraphChannels});
+  TensorDump candidate = qt::quant::example_graph(7);
+  const int64_t flat = qt::test::ravel({3, 9}, {kExampleGraphRows, kExampleGraphChannels});
   int32_t& code = candidate.find("g")->values[flat];
   const int32_t before = code;
   code = before == 255 ? 254 : before + 1;
@@ -117,12 +116,12 @@ TEST_CASE("test_check_command: one code off by one LSB is named by tensor, index
 TEST_CASE("test_check_command: an off-by-one linear layer is blamed, not the ops downstream") {
   // The candidate's linear layer is one code high at a position where GELU is steep (h well above
   // its zero point), and the real GELU, add and LayerNorm then run on that h.
-  const TensorDump good = qt::test::integer_reference_graph(7);
+  const TensorDump good = qt::quant::example_graph(7);
   const auto& h = good.tensor("h").values;
   int64_t at = 0;
   while (at < static_cast<int64_t>(h.size()) && h[at] < 160) ++at;
   REQUIRE(at < static_cast<int64_t>(h.size()));
-  const std::string dir = write_dump("linear_off", qt::test::integer_reference_graph(7, at));
+  const std::string dir = write_dump("linear_off", qt::quant::example_graph(7, at));
   const auto r = check(dir, "--json");
   REQUIRE_MESSAGE(r.status == 1, r.output);
   const auto report = json_of(r.output);
@@ -138,7 +137,7 @@ TEST_CASE("test_check_command: an off-by-one linear layer is blamed, not the ops
   REQUIRE(h_row["name"] == "h");
   CHECK(h_row["mismatches"] == 1);
   const std::vector<int64_t> index =
-      qt::unravel_index(at, {qt::test::kGraphRows, qt::test::kGraphChannels});
+      qt::unravel_index(at, {kExampleGraphRows, kExampleGraphChannels});
   CHECK(h_row["first_mismatch"]["index"] == index);
   // The residual is on a 5x finer grid than g, so 1 LSB of g is 5 LSB of r: tolerance 1 fails.
   CHECK(check(dir, "--tolerance-lsb 1").status == 1);
@@ -210,7 +209,7 @@ TEST_CASE("test_check_command: unusable candidates exit 2 naming the problem") {
        {"candidate", "manifest.json", "missing"}},
   };
   for (const Case& c : cases) {
-    TensorDump dump = qt::test::integer_reference_graph(7);
+    TensorDump dump = qt::quant::example_graph(7);
     if (c.change) c.change(dump);
     const std::string dir = write_dump(c.name, dump);
     if (c.damage) c.damage(dir);

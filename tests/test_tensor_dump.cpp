@@ -1,5 +1,5 @@
 // The integer tensor dump (quant/tensor_dump.h): SHA-256 against the FIPS 180-4 examples and
-// coreutils' sha256sum, a round trip of the example graph (tests/integer_dump_graph.h) with the
+// coreutils' sha256sum, a round trip of the example graph (quant/example_graph.h) with the
 // bytes checked little-endian, and every kind of corrupt dump rejected with a qt::Error naming the
 // file and the tensor.
 #include <doctest/doctest.h>
@@ -10,9 +10,9 @@
 #include <random>
 #include <string>
 
+#include "quant/example_graph.h"
 #include "tensor/error.h"
 #include "tensor/sha256.h"
-#include "tests/integer_dump_graph.h"
 #include "tests/test_util.h"
 
 using namespace qt::quant;
@@ -41,7 +41,7 @@ void write_text(const fs::path& path, const std::string& text) {
 fs::path fresh_dump(const std::string& name) {
   const fs::path dir = qt::test::scratch_directory("tensor_dump") / name;
   fs::remove_all(dir);
-  TensorDump dump = qt::test::integer_reference_graph(7);
+  TensorDump dump = qt::quant::example_graph(7);
   write_tensor_dump(dir.string(), dump);
   return dir;
 }
@@ -88,7 +88,7 @@ TEST_CASE("test_tensor_dump: sha256 matches FIPS 180-4 and sha256sum") {
 }
 
 TEST_CASE("test_tensor_dump: the example graph round-trips, little-endian, sha256 per file") {
-  TensorDump dump = qt::test::integer_reference_graph(7);
+  TensorDump dump = qt::quant::example_graph(7);
   const fs::path dir = qt::test::scratch_directory("tensor_dump") / "round_trip";
   write_tensor_dump(dir.string(), dump);
   const TensorDump back = read_tensor_dump(dir.string());
@@ -225,12 +225,12 @@ TEST_CASE("test_tensor_dump: corrupt dumps are errors naming the file and the te
 }
 
 TEST_CASE("test_tensor_dump: the writer refuses values outside the dtype and bad graphs") {
-  TensorDump dump = qt::test::integer_reference_graph(7);
+  TensorDump dump = qt::quant::example_graph(7);
   dump.find("h")->values[3] = 256;
   const std::string dir = (qt::test::scratch_directory("tensor_dump") / "refused").string();
   CHECK(contains(error_of([&] { write_tensor_dump(dir, dump); }),
                  "tensor \"h\": value 256 at flat index 3 does not fit u8"));
-  dump = qt::test::integer_reference_graph(7);
+  dump = qt::quant::example_graph(7);
   dump.find("r")->shape = {6, 15};
   CHECK(contains(error_of([&] { write_tensor_dump(dir, dump); }), "96 values for shape [6, 15]"));
   CHECK(!fs::exists(fs::path(dir) / "manifest.json"));

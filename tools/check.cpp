@@ -3,6 +3,9 @@
 // quant/tensor_dump.h and docs/integer-reference.md). Exit codes: 0 every tensor agrees, 1 a
 // mismatch (the first op that diverges while its inputs agree is named), 2 unusable input (a
 // missing tensor, a wrong dtype or shape, a corrupt or truncated file, a bad manifest).
+// `qtlab check --write-example DIR [--seed N]` writes the example graph's reference dump
+// (quant/example_graph.h) and the C header for quant/export/qtlab_example_graph.c into DIR: the
+// worked example of docs/integer-reference.md.
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -13,6 +16,8 @@
 
 #include "optim/distributed.h"
 #include "quant/dump_compare.h"
+#include "quant/example_graph.h"
+#include "tensor/atomic_file.h"
 #include "tensor/error.h"
 #include "tools/commands.h"
 
@@ -26,6 +31,8 @@ struct CheckArguments {
   std::string reference, candidate;
   int64_t tolerance_lsb = 0;
   bool json = false;
+  std::string write_example;
+  unsigned seed = 7;
 };
 
 std::string producer_label(const TensorDump& reference, int64_t producer) {
@@ -124,10 +131,22 @@ nlohmann::json comparison_json(const TensorDump& reference, const DumpComparison
   std::exit(code);
 }
 
+void write_example(const CheckArguments& a) {
+  TensorDump dump = example_graph(a.seed);
+  write_tensor_dump(a.write_example, dump);
+  const std::string header = a.write_example + "/qtlab_graph_params.h";
+  qt::write_text_atomically(header, example_graph_params_header(dump));
+  fmt::print("wrote the example graph's reference dump (seed {}, {} tensors, {} ops) and {}\n",
+             a.seed, dump.tensors.size(), dump.ops.size(), header);
+}
+
 void run_check(const CheckArguments& a) {
+  if (!a.write_example.empty()) return write_example(a);
   TensorDump reference, candidate;
   DumpComparison comparison;
   try {
+    QT_CHECK(!a.reference.empty() && !a.candidate.empty(),
+             "qtlab check needs --reference DIR and --candidate DIR");
     try {
       reference = read_tensor_dump(a.reference);
     } catch (const qt::Error& e) {
@@ -161,10 +180,13 @@ void add_check_command(CLI::App& app) {
   auto arguments = std::make_shared<CheckArguments>();
   CLI::App* cmd = app.add_subcommand(
       "check", "compare a candidate's integer tensor dump with a reference dump, in graph order");
-  cmd->add_option("--reference", arguments->reference, "reference dump directory")->required();
-  cmd->add_option("--candidate", arguments->candidate, "candidate dump directory")->required();
+  cmd->add_option("--reference", arguments->reference, "reference dump directory");
+  cmd->add_option("--candidate", arguments->candidate, "candidate dump directory");
   cmd->add_option("--tolerance-lsb", arguments->tolerance_lsb,
                   "codes may differ by this many LSB (default 0: bit for bit)");
   cmd->add_flag("--json", arguments->json, "one JSON object instead of the table");
+  cmd->add_option("--write-example", arguments->write_example,
+                  "write the example graph's reference dump and its C header into DIR, and exit");
+  cmd->add_option("--seed", arguments->seed, "with --write-example: the input's seed (default 7)");
   cmd->callback([arguments] { run_check(*arguments); });
 }
