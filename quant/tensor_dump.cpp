@@ -304,6 +304,13 @@ TensorDump read_tensor_dump(const std::string& dir) {
                "{}: dimension {} is not an integer in [0, 2^40]", what, d.dump());
       t.shape.push_back(d.get<int64_t>());
     }
+    // The element count, bounded before any multiplication can overflow int64.
+    int64_t numel = 1;
+    for (int64_t d : t.shape) {
+      QT_CHECK(d == 0 || numel <= (int64_t{1} << 40) / d,
+               "{}: shape {} has more than 2^40 elements", what, shape.dump());
+      numel *= d;
+    }
     const auto& scale = field(entry, "scale", what);
     QT_CHECK(scale.is_number(), "{}: \"scale\" must be a number", what);
     t.scale = scale.get<double>();
@@ -315,7 +322,7 @@ TensorDump read_tensor_dump(const std::string& dir) {
 
     const std::filesystem::path path = std::filesystem::path(dir) / file;
     const std::string bytes = read_bytes(path, what);
-    const int64_t expected = numel_of(t.shape) * dump_dtype_size(t.dtype);
+    const int64_t expected = numel * dump_dtype_size(t.dtype);
     QT_CHECK(static_cast<int64_t>(bytes.size()) == expected,
              "{}: {} is {} bytes, but shape {} of {} needs {} ({})", what, path.string(),
              bytes.size(), shape_str(t.shape), dump_dtype_name(t.dtype), expected,

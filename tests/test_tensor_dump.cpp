@@ -183,6 +183,13 @@ TEST_CASE("test_tensor_dump: corrupt dumps are errors naming the file and the te
          edit_manifest(d, [](auto& m) { tensor_entry(m, "g")["shape"] = {-6, -16}; });
        },
        {"tensor \"g\"", "dimension -6"}},
+      {"huge_shape",
+       [](const fs::path& d) {
+         edit_manifest(d, [](auto& m) {
+           tensor_entry(m, "g")["shape"] = {int64_t{1} << 40, int64_t{1} << 40};
+         });
+       },
+       {"tensor \"g\"", "more than 2^40 elements"}},
       {"zero_point_outside",
        [](const fs::path& d) {
          edit_manifest(d, [](auto& m) { tensor_entry(m, "h")["zero_point"] = 300; });
@@ -235,4 +242,44 @@ TEST_CASE("test_tensor_dump: the writer refuses values outside the dtype and bad
   CHECK(contains(error_of([&] { write_tensor_dump(dir, dump); }), "96 values for shape [6, 15]"));
   CHECK(!fs::exists(fs::path(dir) / "manifest.json"));
   CHECK(contains(error_of([&] { dump.tensor("nope"); }), "no tensor \"nope\""));
+}
+
+TEST_CASE(
+    "test_tensor_dump: randomly damaged manifests give a qt::Error or a valid dump, never a "
+    "crash") {
+  const fs::path dir = fresh_dump("fuzz");
+  const std::string original = read_text(dir / "manifest.json");
+  std::mt19937 rng(99);
+  const std::string alphabet = "{}[]\":,-0123456789eE.aznul \n";
+  int errors = 0, accepted = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string text = original;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = rng() % text.size();
+      switch (rng() % 3) {
+        case 0:
+          text[at] = alphabet[rng() % alphabet.size()];
+          break;
+        case 1:
+          text.erase(at, 1 + rng() % 8);
+          break;
+        case 2:
+          text.insert(at, 1, alphabet[rng() % alphabet.size()]);
+          break;
+      }
+      if (text.empty()) text.push_back('{');
+    }
+    write_text(dir / "manifest.json", text);
+    try {
+      read_tensor_dump(dir.string());
+      ++accepted;  // e.g. an edit inside a scale's digits: still a consistent dump
+    } catch (const qt::Error&) {
+      ++errors;
+    } catch (const std::exception& e) {
+      FAIL_CHECK("edit " << i << ": " << e.what() << " is not a qt::Error\n" << text);
+    }
+  }
+  MESSAGE("3000 damaged manifests: " << errors << " rejected, " << accepted << " still valid");
+  CHECK(errors > 2000);
 }

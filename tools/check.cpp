@@ -158,8 +158,9 @@ void run_check(const CheckArguments& a) {
       throw qt::Error(std::string("candidate: ") + e.what());
     }
     comparison = compare_dumps(reference, candidate, a.tolerance_lsb);
-  } catch (const qt::Error& e) {
-    // Unusable input: say what, never compare half a dump.
+  } catch (const std::exception& e) {
+    // Unusable input (a qt::Error naming the problem, or a system error such as running out of
+    // memory on a huge shape): say what, never compare half a dump.
     if (a.json) {
       fmt::print("{}\n", nlohmann::json({{"status", "unusable"}, {"error", e.what()}}).dump(1));
     }
