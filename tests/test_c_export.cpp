@@ -172,7 +172,7 @@ TEST_CASE("test_c_export: linear, fused ReLU, accumulators and u8 x u8 matmul") 
       c.expect_all(y);
     }
   };
-  for (int i = 0; i < 1500; ++i) {
+  for (int i = 0; i < 3000; ++i) {
     const int64_t rows = std::uniform_int_distribution<int64_t>(1, 6)(rng);
     const int64_t in = std::uniform_int_distribution<int64_t>(1, 80)(rng);
     const int64_t out = std::uniform_int_distribution<int64_t>(1, 20)(rng);
@@ -205,7 +205,7 @@ TEST_CASE("test_c_export: linear, fused ReLU, accumulators and u8 x u8 matmul") 
     c.expect_all(out);
   };
   const int32_t zps[] = {0, 77, 128, 255};
-  for (int i = 0; i < 1500; ++i) {
+  for (int i = 0; i < 2000; ++i) {
     const int64_t batch = 1 + i % 3, M = 1 + rng() % 9, N = 1 + rng() % 9, k = 1 + rng() % 70;
     matmul_case(batch, M, N, k, i % 2 ? BLayout::kn : BLayout::nk, zps[i % 4], zps[(i / 4) % 4],
                 random_codes<uint8_t>(rng, batch * M * k, 0, 255),
@@ -384,7 +384,7 @@ TEST_CASE("test_c_export: integer sqrt and LayerNorm, including V = 2^54 and eps
     c.expect_all(y);
   };
   const int64_t widths[] = {1, 2, 3, 16, 64, 768};
-  for (int i = 0; i < 1200; ++i) {
+  for (int i = 0; i < 2400; ++i) {
     const int type = i % 3;
     const int64_t C = widths[i % 6 == 5 && i % 4 ? 4 : i % 6], rows = 1 + rng() % 3;
     const int64_t lo = type == 0 ? 0 : -32768, hi = type == 0 ? 255 : type == 1 ? 32767 : 32768;
