@@ -402,6 +402,31 @@ TEST_CASE("test_c_export: integer sqrt and LayerNorm, including V = 2^54 and eps
   outlier[17] = 32768;
   ln_case(2, 1, 4096, alternating, 1e-3, 1e-5, Requant::double_rounding);
   ln_case(2, 1, 4096, outlier, 1e-3, 0.0, Requant::single_half_away);
+  // Exact ties in z = round(|y| 2^(15 + s) / D). With C = 2 and codes (a, b), y = +-d for d = a - b
+  // and V = d^2; the eps term E = 2^32 - d^2 makes W = 2^32, so s = 14, D = 2^30 and
+  // z = |d| 2^29 / 2^30 = |d| / 2: a tie for every odd d, rounded away from zero. With gamma = 1,
+  // beta = 0 and M = 1 the output is 128 +- z, so the tie rule shows in the codes.
+  for (int32_t d = -255; d <= 255; d += 2) {
+    const int8_t gamma[2] = {1, 1};
+    IntegerLayerNorm ln;
+    ln.channels = 2;
+    ln.gamma.assign(gamma, gamma + 2);
+    ln.beta = {0, 0};
+    ln.eps_term = (int64_t{1} << 32) - int64_t{d} * d;
+    ln.output = make_requantizer(1.0, 128, 0, 255, kModes[(d + 255) / 2 % 4]);
+    const int32_t x[2] = {std::max(d, 0), std::max(-d, 0)};
+    uint8_t y[2];
+    integer_layer_norm(ln, x, 1, y);
+    const int32_t z = (std::abs(d) + 1) / 2;  // the tie rounded away from zero
+    CHECK(y[0] == std::clamp(128 + (d > 0 ? z : -z), 0, 255));
+    CHECK(y[1] == std::clamp(128 - (d > 0 ? z : -z), 0, 255));
+    c.begin("ln", "z tie, d = " + std::to_string(d));
+    c.put(2), c.put(1), c.put(2);
+    put_requantizer(c, ln.output);
+    c.put(ln.eps_term);
+    c.put(1), c.put(1), c.put(0), c.put(0), c.put(x[0]), c.put(x[1]);
+    c.expect(y[0]), c.expect(y[1]);
+  }
   c.run_and_compare(driver(), "layer_norm");
   MESSAGE("sqrt and LayerNorm: " << c.cases() << " cases, " << c.values() << " codes, C == C++");
 }
