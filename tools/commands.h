@@ -31,3 +31,5 @@ void add_report_command(CLI::App& app);
 // `qtlab logits --checkpoint FILE --batch BATCH --out OUT`: a model's logits on a given batch
 // (logits.cpp; tools/torch_model.py --check compares them with PyTorch's).
 void add_logits_command(CLI::App& app);
+// `qtlab check --reference DIR --candidate DIR`: integer tensor dumps compared (check.cpp).
+void add_check_command(CLI::App& app);

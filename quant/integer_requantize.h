@@ -1,0 +1,105 @@
+// Integer requantization: the primitive every integer op ends with (anchors §2.2; gemmlowp
+// fixedpoint.h and doc/quantization_example.cc, TFLite kernels/internal/common.h and
+// quantization_util.cc). A real multiplier M > 0 is stored as an int32 M0 in [2^30, 2^31) and a
+// power-of-two exponent `shift`, so that  M = M0 * 2^(shift - 31)  up to the rounding of M0:
+//
+//   quantize_multiplier(M):  M = m * 2^shift with m in [0.5, 1) (frexp),  M0 = round(m * 2^31)
+//                            (ties away from zero); M0 == 2^31 becomes 2^30 with shift + 1.
+//                            shift < -31 (M < 2^-32) flushes to M0 = 0, shift = 0; M = 0 gives (0,
+//                            0). Allowed: 0 <= M < 2^30 (shift <= 30), anything else is an error.
+//
+// Then y = x * M for an int32 x, rounded to an integer one of these named ways (enum Requant):
+//
+//   double_rounding     TFLite's default / gemmlowp: left = max(shift, 0), right = max(-shift, 0),
+//                       y = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * 2^left, M0),
+//                       right). Two roundings: SRDHM's ties go toward +infinity (its negative
+//                       nudge is 1 - 2^30: -0.5 -> 0; anchors §2.2 says "away from zero", the
+//                       code and our tests say up), RDBPOT's away from zero; biased by up to one
+//                       LSB against round(x * M) (ruy PR #227: x = 1, M0 = 2^30, shift = -1 gives 1
+//                       for 0.25; TF issue #25087: x = 7984, M0 = 1583594044, shift = -9 gives 12
+//                       for 11.499).
+//   single_half_up      TFLITE_SINGLE_ROUNDING: (x * M0 + 2^(30 - shift)) >> (31 - shift) in int64,
+//                       one rounding of the exact product, ties toward +infinity.
+//   single_half_away    one rounding of the exact product, ties away from zero.
+//   single_half_even    one rounding of the exact product, ties to even (numpy / ONNX /
+//   torch.round).
+//
+// Bit widths and overflow policy (no silent wrap-around anywhere):
+//   - x * 2^left must fit int32 (double rounding with M >= 1): checked, a qt::Error otherwise.
+//   - The product x * M0 is exact in int64 (|x|, |M0| <= 2^31, so |x * M0| <= 2^62).
+//   - SaturatingRoundingDoublingHighMul saturates its one overflow case, INT32_MIN * INT32_MIN,
+//     to INT32_MAX; single rounding saturates a result beyond int32 (possible only for M > 1) to
+//     [INT32_MIN, INT32_MAX]. The zero point is added in int64 and the result clamped to
+//     [qmin, qmax], so no step wraps.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace qt::quant {
+
+// How a value exactly halfway between two integers is rounded.
+enum class Rounding {
+  half_up,              // toward +infinity: floor(x + 1/2) (gemmlowp SRDHM, TFLITE_SINGLE_ROUNDING)
+  half_away_from_zero,  // sign(x) floor(|x| + 1/2) (gemmlowp RoundingDivideByPOT, std::round)
+  half_to_even,         // to the even neighbour (std::nearbyint in the default mode)
+};
+std::string_view rounding_name(Rounding rounding);
+
+enum class Requant { double_rounding, single_half_up, single_half_away, single_half_even };
+std::string_view requant_name(Requant mode);
+
+struct QuantizedMultiplier {
+  int32_t multiplier = 0;  // M0 in [2^30, 2^31), or 0
+  int shift = 0;           // in [-31, 30]; M = M0 * 2^(shift - 31)
+};
+
+// The conversion helper (the only place that sees a double). Throws for a negative, non-finite
+// or too large (>= 2^30) M, naming `op` and the value.
+QuantizedMultiplier quantize_multiplier(double real_multiplier,
+                                        const char* op = "quantize_multiplier");
+// The real value M0 * 2^(shift - 31) that a quantized multiplier stands for (for tests and docs).
+double multiplier_value(QuantizedMultiplier m);
+// Throws unless M0 is 0 or in [2^30, 2^31) and shift is in [-31, 30].
+void check_multiplier(QuantizedMultiplier m, const char* op);
+
+// round(x / 2^exponent) under `rounding`, exactly, for 0 <= exponent <= 62 (checked).
+int64_t rounding_shift_right(int64_t x, int exponent, Rounding rounding);
+
+// gemmlowp's RoundingDivideByPOT: round(x / 2^exponent), ties away from zero, 0 <= exponent <= 31
+// (checked).
+int32_t rounding_divide_by_pot(int32_t x, int exponent);
+
+// gemmlowp's SaturatingRoundingDoublingHighMul (ARM VQRDMULH): round(a * b / 2^31), ties toward
+// +infinity (the nudge 2^30 or 1 - 2^30, then truncation), computed exactly in int64;
+// a = b = INT32_MIN saturates to INT32_MAX.
+int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b);
+
+// x * M rounded by `mode` (see the top of the file). Throws if double rounding's x * 2^left
+// overflows int32.
+int32_t multiply_by_quantized_multiplier(int32_t x, QuantizedMultiplier m, Requant mode);
+
+// The full output stage: clamp(x * M (rounded by mode) + zero_point, qmin, qmax).
+struct Requantizer {
+  QuantizedMultiplier multiplier;
+  int32_t zero_point = 0;
+  int32_t qmin = 0, qmax = 255;
+  Requant mode = Requant::double_rounding;
+
+  int32_t operator()(int32_t x) const;
+};
+
+// Builds a Requantizer from a real multiplier; checks qmin <= zero_point <= qmax.
+Requantizer make_requantizer(double real_multiplier, int32_t zero_point, int32_t qmin, int32_t qmax,
+                             Requant mode, const char* op = "make_requantizer");
+// The u8 and s8 output grids.
+inline constexpr int32_t kU8Min = 0, kU8Max = 255, kS8Min = -128, kS8Max = 127;
+
+// Throws unless 0 <= zero_point <= 255, naming `op` and `what` ("input", "output", ...).
+void check_u8_zero_point(int32_t zero_point, const char* what, const char* op);
+
+// Applies `r` to n int32 values into u8 / s8 (the grid of r must lie inside the type: checked).
+void requantize(const int32_t* x, int64_t n, const Requantizer& r, uint8_t* out);
+void requantize(const int32_t* x, int64_t n, const Requantizer& r, int8_t* out);
+
+}  // namespace qt::quant
