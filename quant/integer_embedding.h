@@ -1,4 +1,4 @@
-// Integer embedding lookup and the sum of token / position / token-type embeddings (paper-spec
+// Integer embedding lookup and the sum of token / position / token-type embeddings (method.md
 // §4.3: the tables are weight-quantized, their sums are activation-quantized: BERT quantizes
 // (word + type) and then (+ position), OPT (token + position)).
 //

@@ -8,7 +8,7 @@
 // (a = -0.2888, b = -1.769) is off by about 1e-2 absolute; for a reference checker the exact
 // function is the one to check against. Two forms:
 //   - u8 input (S_in, Z_in): a 256-entry table;
-//   - the fused form after the FFN's first linear (the paper quantizes after GELU, paper-spec
+//   - the fused form after the FFN's first linear (the paper quantizes after GELU, method.md
 //     §4.3): the int32 accumulator is requantized to int16 (S_mid = input_bound / 32767) and looked
 //     up in a 65536-entry table; the int16 step adds at most max|GELU'| S_mid / (2 S_out) LSB
 //     (max|GELU'| = 1.13).

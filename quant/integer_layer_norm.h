@@ -5,7 +5,7 @@
 //   x_i = S_in (q_i - Z_in),  mu = mean(x),  var = mean((x - mu)^2)     (population variance)
 //   y_i = clamp( round( (gamma_i (x_i - mu) / sqrt(var + eps) + beta_i) / S_out ) + Z_out, 0, 255 )
 //
-// with gamma_i = S_g g_i the quantized weight (s8 codes g, symmetric scale S_g; paper-spec §4.3:
+// with gamma_i = S_g g_i the quantized weight (s8 codes g, symmetric scale S_g; method.md §4.3:
 // LN gamma is weight-quantized) and beta_i real. Integer steps, per row:
 //
 //   S  = sum q_i,  Q = sum q_i^2                               int64

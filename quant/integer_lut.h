@@ -10,7 +10,7 @@
 // float64's error in f, which only matters within ~1e-13 LSB of a tie).
 //
 // The fused form for an int32 accumulator (the paper quantizes after GELU, not before it:
-// paper-spec §4.3): the accumulator (scale S_acc, per tensor or per channel) is first requantized
+// method.md §4.3): the accumulator (scale S_acc, per tensor or per channel) is first requantized
 // to an int16 grid with a fine scale S_mid = input_bound / 32767, then looked up. The extra
 // rounding is at most S_mid / 2 in the input, i.e. max|f'| S_mid / (2 S_out) output LSB (about
 // 0.002 LSB for a u8 output covering the same range); inputs beyond +-input_bound saturate at the

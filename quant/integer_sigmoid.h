@@ -1,5 +1,5 @@
-// Integer sigmoid for the attention gate, and the gate multiply (paper Eq. 5-7, paper-spec §2;
-// nn/attention_gate.h). The paper keeps the gate in floating point (paper-spec §4.3); an
+// Integer sigmoid for the attention gate, and the gate multiply (paper Eq. 5-7, method.md §2;
+// nn/attention_gate.h). The paper keeps the gate in floating point (method.md §4.3); an
 // integer-only engine needs it in integers, so these fix a representation:
 //
 //   gate probability pi = sigmoid(logit), stored as u8 with scale 1/256 and zero point 0 (TFLite's

@@ -1,4 +1,4 @@
-// Integer softmax and clipped softmax over rows (paper Eq. 4, paper-spec §1; nn/clipped_softmax.h),
+// Integer softmax and clipped softmax over rows (paper Eq. 4, method.md §1; nn/clipped_softmax.h),
 // integer operations only. The float64 function, for input codes x (scale S_in; u8 attention
 // scores as the paper quantizes them, or int32) and a keep mask:
 //

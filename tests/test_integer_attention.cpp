@@ -35,7 +35,7 @@ struct Grid {
   double scale;
   int32_t zero_point;
 };
-// The repo's asymmetric u8 grid for a range (paper-spec §4.1), in float64.
+// The repo's asymmetric u8 grid for a range (method.md §4.1), in float64.
 Grid u8_grid(const std::vector<double>& v) {
   const double lo = std::min(0.0, *std::min_element(v.begin(), v.end()));
   const double hi = std::max(1e-8, *std::max_element(v.begin(), v.end()));
