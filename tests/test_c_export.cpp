@@ -24,6 +24,7 @@
 #include "quant/integer_softmax.h"
 #include "quant/integer_sqrt.h"
 #include "tests/c_export_support.h"
+#include "tests/test_util.h"
 
 using namespace qt::quant;
 using qt::test::DriverCases;
@@ -134,7 +135,7 @@ TEST_CASE("test_c_export: requantization primitives are bit-identical to C++") {
     c.expect(r(x));
   }
   c.run_and_compare(driver(), "requantize");
-  MESSAGE("requantization: " << c.cases() << " cases, C == C++");
+  QTLAB_NOTE("requantization: " << c.cases() << " cases, C == C++");
   CHECK(c.cases() > 200000);
 }
 
@@ -214,7 +215,7 @@ TEST_CASE("test_c_export: linear, fused ReLU, accumulators and u8 x u8 matmul") 
   matmul_case(1, 1, 1, 33025, BLayout::nk, 0, 255, std::vector<uint8_t>(33025, 255),
               std::vector<uint8_t>(33025, 0));  // -255^2 K = -2147450625
   c.run_and_compare(driver(), "linear");
-  MESSAGE("linear and matmul: " << c.cases() << " cases, " << c.values() << " codes, C == C++");
+  QTLAB_NOTE("linear and matmul: " << c.cases() << " cases, " << c.values() << " codes, C == C++");
 }
 
 TEST_CASE("test_c_export: exp, softmax and clipped softmax") {
@@ -262,7 +263,7 @@ TEST_CASE("test_c_export: exp, softmax and clipped softmax") {
     c.expect_all(out);
   }
   c.run_and_compare(driver(), "softmax");
-  MESSAGE("exp and softmax: " << c.cases() << " cases, " << c.values() << " codes, C == C++");
+  QTLAB_NOTE("exp and softmax: " << c.cases() << " cases, " << c.values() << " codes, C == C++");
 }
 
 TEST_CASE("test_c_export: tables (GELU, sigmoid), ReLU and the gate multiply") {
@@ -339,7 +340,7 @@ TEST_CASE("test_c_export: tables (GELU, sigmoid), ReLU and the gate multiply") {
     c.expect_all(y);
   }
   c.run_and_compare(driver(), "tables");
-  MESSAGE("tables, ReLU, gate: " << c.cases() << " cases, " << c.values() << " codes, C == C++");
+  QTLAB_NOTE("tables, ReLU, gate: " << c.cases() << " cases, " << c.values() << " codes, C == C++");
 }
 
 TEST_CASE("test_c_export: integer sqrt and LayerNorm, including V = 2^54 and eps = 0") {
@@ -428,7 +429,7 @@ TEST_CASE("test_c_export: integer sqrt and LayerNorm, including V = 2^54 and eps
     c.expect(y[0]), c.expect(y[1]);
   }
   c.run_and_compare(driver(), "layer_norm");
-  MESSAGE("sqrt and LayerNorm: " << c.cases() << " cases, " << c.values() << " codes, C == C++");
+  QTLAB_NOTE("sqrt and LayerNorm: " << c.cases() << " cases, " << c.values() << " codes, C == C++");
 }
 
 TEST_CASE("test_c_export: residual add (u8 and s16) and embedding sums") {
@@ -512,5 +513,5 @@ TEST_CASE("test_c_export: residual add (u8 and s16) and embedding sums") {
     c.expect_all(y);
   }
   c.run_and_compare(driver(), "sums");
-  MESSAGE("add and embeddings: " << c.cases() << " cases, " << c.values() << " codes, C == C++");
+  QTLAB_NOTE("add and embeddings: " << c.cases() << " cases, " << c.values() << " codes, C == C++");
 }

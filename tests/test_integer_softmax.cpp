@@ -13,6 +13,7 @@
 #include "quant/integer_softmax.h"
 #include "tensor/error.h"
 #include "tests/test_integer_common.h"
+#include "tests/test_util.h"
 
 using namespace qt::quant;
 using qt::test::LsbError;
@@ -60,7 +61,7 @@ TEST_CASE("integer_softmax: the Q0.31 exp constants and integer_exp_q31") {
     max_error = std::max<int64_t>(
         max_error, std::llabs(integer_exp_q31(m) - static_cast<int64_t>(std::llround(exact))));
   }
-  MESSAGE("integer_exp_q31: max error " << max_error << " units of 2^-31 over 400000 inputs");
+  QTLAB_NOTE("integer_exp_q31: max error " << max_error << " units of 2^-31 over 400000 inputs");
   CHECK(max_error <= 16);
 }
 
