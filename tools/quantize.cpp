@@ -127,6 +127,19 @@ std::string default_output_path(const std::string& checkpoint, const char* prefi
   return (dir / fmt::format("{}-w{}a{}.json", prefix, weight_bits, activation_bits)).string();
 }
 
+// A progress line on stderr (stdout keeps the results, and --json output stays one object): a
+// full-split evaluation takes a minute or more, calibration a few seconds.
+void progress(const std::string& text) {
+  if (qt::distributed::rank() != 0) return;
+  std::fprintf(stderr, "quantize: %s\n", text.c_str());
+  std::fflush(stderr);
+}
+
+std::string validation_text(int64_t eval_batches) {
+  return eval_batches > 0 ? fmt::format("{} validation batches", eval_batches)
+                          : std::string("the whole validation split");
+}
+
 // One quantized configuration of the model, calibrated and evaluated: the JSON object --json
 // prints (and RUN_DIR/quantize-w<b>a<b>.json holds), plus the quantized figures.
 struct QuantizedEvaluation {
@@ -167,7 +180,11 @@ QuantizedEvaluation quantize_and_evaluate(const qt::models::Model& model,
   calibration.batch_size =
       a.calibration_batch_size > 0 ? a.calibration_batch_size : config.train.batch_size;
   calibration.seed = a.seed;
+  progress(fmt::format("calibrating W{}A{} on {} training batches of {}", options.weight_bits,
+                       options.activation_bits, calibration.batches, calibration.batch_size));
   quantized.calibrate(data, calibration);
+  progress(fmt::format("evaluating W{}A{} on {}", options.weight_bits, options.activation_bits,
+                       validation_text(a.eval_batches)));
   QuantizedEvaluation out;
   out.quantized = quantized.evaluate(data, batch_size, a.eval_batches);
   if (!ranges_path.empty() && qt::distributed::rank() == 0)
@@ -284,6 +301,7 @@ void run_quantize(const QuantizeArguments& a) {
   const qt::models::RunData data = qt::models::load_run_data(config);
   const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
 
+  progress(fmt::format("evaluating FP32 on {}", validation_text(a.eval_batches)));
   const qt::models::EvaluationResult fp =
       qt::models::evaluate(*model, data, batch_size, a.eval_batches);
   if (!a.sweep.empty()) return run_sweep(a, config, *model, data, fp);
