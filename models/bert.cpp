@@ -8,7 +8,6 @@
 #include "nn/activation_tap.h"
 #include "nn/cross_entropy.h"
 #include "tensor/create.h"
-#include "tensor/error.h"
 #include "tensor/view.h"
 
 namespace qt::models {

@@ -10,7 +10,6 @@
 #include "nn/cross_entropy.h"
 #include "nn/linear.h"
 #include "tensor/create.h"
-#include "tensor/error.h"
 
 namespace qt::models {
 

@@ -6,7 +6,6 @@
 #include "models/point_table_builder.h"
 #include "nn/activation_tap.h"
 #include "nn/cross_entropy.h"
-#include "tensor/create.h"
 #include "tensor/error.h"
 #include "tensor/shape.h"
 

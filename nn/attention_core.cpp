@@ -29,7 +29,6 @@
 #include "nn/clipped_softmax.h"
 #include "nn/dropout.h"
 #include "tensor/blas/gemm.h"
-#include "tensor/ops.h"
 #include "tensor/parallel_policy.h"
 #include "tensor/row_kernels.h"
 #include "tensor/threads.h"

@@ -9,7 +9,6 @@
 
 #include "autograd/functions.h"
 #include "tensor/error.h"
-#include "tensor/ops.h"
 #include "tensor/parallel_policy.h"
 
 namespace qt::nn {

@@ -7,8 +7,6 @@
 #include <cstring>
 #include <functional>
 
-#include "autograd/node.h"
-#include "tensor/create.h"
 #include "tensor/error.h"
 #include "tensor/view.h"
 

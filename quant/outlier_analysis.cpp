@@ -15,7 +15,6 @@
 #include "data/tokenizer.h"
 #include "models/evaluation.h"
 #include "models/model_points.h"
-#include "tensor/create.h"
 #include "tensor/elementwise.h"
 #include "tensor/error.h"
 #include "tensor/parallel_policy.h"

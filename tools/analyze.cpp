@@ -17,7 +17,6 @@
 #include "models/model.h"
 #include "models/run_data.h"
 #include "models/saved_model.h"
-#include "nn/checkpoint.h"
 #include "quant/outlier_analysis.h"
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"

@@ -41,7 +41,6 @@
 #include "nn/attention_core.h"
 #include "tensor/blas/gemm.h"
 #include "tensor/error.h"
-#include "tensor/ops.h"
 #include "tensor/threads.h"
 #include "tools/bench.h"
 

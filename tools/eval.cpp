@@ -11,7 +11,6 @@
 #include "models/model.h"
 #include "models/run_data.h"
 #include "models/saved_model.h"
-#include "nn/checkpoint.h"
 #include "optim/distributed.h"
 #include "tensor/error.h"
 #include "tensor/threads.h"

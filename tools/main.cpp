@@ -5,7 +5,6 @@
 #include <cstdio>
 
 #include "optim/distributed.h"
-#include "tensor/error.h"
 #include "tools/bench.h"
 #include "tools/commands.h"
 

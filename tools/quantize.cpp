@@ -26,7 +26,6 @@
 #include "models/model.h"
 #include "models/run_data.h"
 #include "models/saved_model.h"
-#include "nn/checkpoint.h"
 #include "optim/distributed.h"
 #include "quant/calibrated_ranges.h"
 #include "quant/quantization_setup.h"
