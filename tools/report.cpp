@@ -24,7 +24,6 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -32,7 +31,6 @@
 #include <string>
 #include <vector>
 
-#include <sys/wait.h>
 #include <nlohmann/json.hpp>
 
 #include "models/config.h"
@@ -41,10 +39,14 @@
 #include "tensor/error.h"
 #include "tensor/threads.h"
 #include "tools/commands.h"
+#include "tools/gnuplot.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using qt::tools::gnuplot_program;
+using qt::tools::run_shell;
+using qt::tools::shell_quote;
 
 struct ReportArguments {
   std::vector<std::string> run_dirs;
@@ -68,28 +70,6 @@ struct Run {
   nlohmann::json last_validation;  // the last log line with val_loss (null if none)
   nlohmann::json quantized;        // quantize-w8a8.json (null if the run was not quantized)
 };
-
-// Runs a shell command; returns its exit status and combined output.
-int run_shell(const std::string& command, std::string& output) {
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return -1;
-  char buffer[4096];
-  size_t n = 0;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
-std::string shell_quote(const std::string& text) {
-  std::string out = "'";
-  for (const char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string gnuplot_program() {
-  const char* configured = std::getenv("QTLAB_GNUPLOT");
-  return configured != nullptr && configured[0] != '\0' ? configured : "gnuplot";
-}
 
 // A label gnuplot can print verbatim inside single quotes: printable ASCII only.
 std::string plot_label(const std::string& text) {

@@ -22,19 +22,18 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
 #include "tools/commands.h"
+#include "tools/gnuplot.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -323,14 +322,16 @@ void write_plots(const Table& table, const std::map<std::string, Columns>& group
     script += "unset multiplot\n";
     const fs::path script_file = out / (name + ".gp");
     qt::write_text_atomically(script_file.string(), script);
-    // gnuplot's messages (e.g. "empty y range" for a constant curve) go to a log beside the plots
-    const std::string command =
-        fmt::format("cd '{}' && gnuplot '{}.gp' > '{}.log' 2>&1", out.string(), name, name);
-    const int status = std::system(command.c_str());
+    std::string output;
+    const int status =
+        qt::tools::run_shell("cd " + qt::tools::shell_quote(out.string()) + " && " +
+                                 qt::tools::shell_quote(qt::tools::gnuplot_program()) + " " +
+                                 qt::tools::shell_quote(name + ".gp"),
+                             output);
     QT_CHECK(status == 0,
-             "results: gnuplot failed on {} (status {}; is gnuplot installed?); its "
-             "messages are in {}.log",
-             script_file.string(), status, (out / name).string());
+             "results: gnuplot failed on {} (exit {}; is gnuplot installed, or "
+             "QTLAB_GNUPLOT set?): {}",
+             script_file.string(), status, output.substr(0, 2000));
   }
 }
 
