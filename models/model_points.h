@@ -41,6 +41,8 @@ enum class PointBits { standard, layer_norm, final_layer_norm };
 //   ffn_layer_norm        the second LayerNorm's output (OPT final_layer_norm, BERT output LN)
 //   probabilities         attention probabilities [B, H, T, T], before dropout
 //   gate                  the gate's pi [B, T, H]
+//   value                 the value projection x W_v^T + b_v [B, T, d] (head h: columns
+//                         [h d_h, (h+1) d_h)), for the value norms of the no-op mechanism
 // and model level: final_layer_norm (the decoder's final LN).
 enum class AnalysisRole {
   none,
@@ -52,6 +54,7 @@ enum class AnalysisRole {
   ffn_layer_norm,
   probabilities,
   gate,
+  value,
   final_layer_norm,
 };
 

@@ -91,6 +91,7 @@ void PointTableBuilder::block(const nn::TransformerBlock& b, int64_t l,
   linear(*attention.query, l);
   linear(*attention.key, l);
   linear(*attention.value, l);
+  table_.points.back().role = AnalysisRole::value;
   activation(tap_point(attention, "scores"), l);  // Q K^T / sqrt(d_h), before the mask
   activation(tap_point(attention, "probabilities"), l).role = AnalysisRole::probabilities;
   activation(tap_point(attention,
@@ -142,6 +143,8 @@ const char* analysis_role_name(AnalysisRole role) {
       return "probabilities";
     case AnalysisRole::gate:
       return "gate";
+    case AnalysisRole::value:
+      return "value";
     case AnalysisRole::final_layer_norm:
       return "final_layer_norm";
   }

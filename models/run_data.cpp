@@ -106,6 +106,11 @@ void set_image_builders(RunData& out, std::shared_ptr<const data::ImageDataset> 
   out.validation_samples = validation->size();
   const int64_t side = model.image_size / model.patch_size;
   out.tokens_per_sample = side * side + 1;
+  // A black (u8 0) pixel through the validation pipeline: the value of background pixels.
+  const uint8_t black = 0;
+  float background = 0;
+  data::transform_image(&black, 1, 1, 0, 0, validation_transform, &background);
+  out.image_background = background;
   out.train_batch = [train, train_transform](std::span<const int64_t> indices, int64_t epoch) {
     return data::make_image_batch(*train, indices, epoch, train_transform);
   };

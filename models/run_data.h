@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "data/batch_loader.h"
@@ -34,7 +35,10 @@ struct RunData {
   data::BatchBuilder validation_batch;  // (sample indices, ignored) -> batch, always epoch 0
   int64_t tokens_per_sample = 0;        // T for text, patches + 1 for images (throughput figures)
   std::string tokenizer_path;           // text only: the tokenizer file the run used
-  std::string description;              // one line for the log
+  // Images only: the normalised value of a background pixel (u8 0, black), exactly as the
+  // validation pipeline produces it; the outlier analysis finds background patches by it.
+  std::optional<float> image_background;
+  std::string description;  // one line for the log
 };
 
 // Loads (text: tokenizes, training the tokenizer once if needed) everything the config names.

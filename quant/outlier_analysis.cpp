@@ -1,8 +1,7 @@
 // Outlier analysis taps and their summary (definitions in outlier_analysis.h).
 //
-// Determinism: the per-row metrics come from quant/outlier_metrics (thread-count independent);
-// the attention-mass loop computes one partial sum per (sequence, head) in parallel and adds them
-// serially in (sequence, head) order; everything else is serial.
+// Determinism: the per-row metrics come from quant/outlier_metrics (thread-count independent),
+// the mechanism statistics from quant/attention_mechanism (likewise); everything else is serial.
 #include "quant/outlier_analysis.h"
 
 #include <algorithm>
@@ -17,7 +16,6 @@
 #include "models/model_points.h"
 #include "tensor/elementwise.h"
 #include "tensor/error.h"
-#include "tensor/parallel_policy.h"
 #include "tensor/shape.h"
 #include "tensor/view.h"
 
@@ -77,6 +75,15 @@ std::vector<CountedIndex> counted_from(const nlohmann::json& j) {
   return out;
 }
 
+// The mechanism's token sets (attention_mechanism.h): text, the delimiters; images, the CLS token
+// and, when the background value is known, the background patches.
+std::vector<std::string> token_set_names(const models::ModelPoints& table,
+                                         const AnalysisOptions& options) {
+  if (!table.analysis.image_positions) return {"delimiters"};
+  if (options.background_value) return {"cls", "background"};
+  return {"cls"};
+}
+
 }  // namespace
 
 LayerPoints layer_points(const models::ModelPoints& table, int64_t layer) {
@@ -98,6 +105,7 @@ LayerPoints layer_points(const models::ModelPoints& table, int64_t layer) {
   p.ffn_layer_norm = name(AnalysisRole::ffn_layer_norm);
   p.probabilities = name(AnalysisRole::probabilities);
   p.gate = name(AnalysisRole::gate);
+  p.value = name(AnalysisRole::value);
   return p;
 }
 
@@ -122,7 +130,11 @@ std::vector<int64_t> delimiter_token_ids(const models::ModelPoints& table,
 }
 
 OutlierAnalysis::OutlierAnalysis(models::ModelPoints table, AnalysisOptions options)
-    : table_(std::move(table)), options_(std::move(options)) {
+    : table_(std::move(table)),
+      options_(std::move(options)),
+      mechanism_(std::max<int64_t>(table_.layers, 1), std::max<int64_t>(table_.heads, 1),
+                 token_set_names(table_, options_),
+                 std::max<int64_t>(options_.mechanism_top_heads, 1)) {
   const AnalysisOptions& o = options_;
   const int64_t layers = table_.layers, heads = table_.heads;
   QT_CHECK(layers >= 1 && heads >= 1,
@@ -132,6 +144,11 @@ OutlierAnalysis::OutlierAnalysis(models::ModelPoints table, AnalysisOptions opti
   QT_CHECK(o.outlier_sigmas > 0, "outlier analysis: outlier_sigmas must be > 0, got {}",
            o.outlier_sigmas);
   QT_CHECK(o.top_count >= 1, "outlier analysis: top_count must be >= 1, got {}", o.top_count);
+  QT_CHECK(o.mechanism_top_heads >= 1, "outlier analysis: mechanism_top_heads must be >= 1, got {}",
+           o.mechanism_top_heads);
+  QT_CHECK(!o.background_value || table_.analysis.image_positions,
+           "outlier analysis: a background value is for images, but the {} model reads tokens",
+           table_.family);
   if (options_.attention_layer < 0) options_.attention_layer = layers - 1;
   QT_CHECK(o.attention_layer < layers,
            "outlier analysis: attention layer {} is out of range for a model with {} layers",
@@ -151,12 +168,13 @@ OutlierAnalysis::OutlierAnalysis(models::ModelPoints table, AnalysisOptions opti
       PointRole& role = roles_[name];
       role.outliers = true;
       role.outlier_slot = static_cast<int64_t>(outliers_.size());
-      outliers_.push_back(OutlierCounts{name, l, 0, 0, {}, {}});
+      outliers_.push_back(OutlierCounts{name, l, 0, 0, {}, {}, {}});
     }
   }
   for (const models::ModelPoint& p : table_.points) {
     if (p.kind != models::PointKind::activation) continue;
-    if (!p.metrics && p.role != AnalysisRole::probabilities && p.role != AnalysisRole::gate)
+    if (!p.metrics && p.role != AnalysisRole::probabilities && p.role != AnalysisRole::gate &&
+        p.role != AnalysisRole::value)
       continue;
     PointRole& role = roles_[p.name];
     role.layer = p.layer;
@@ -164,10 +182,10 @@ OutlierAnalysis::OutlierAnalysis(models::ModelPoints table, AnalysisOptions opti
     role.rows_per_token = p.rows_per_token;
     role.probabilities = p.role == AnalysisRole::probabilities;
     role.gate = p.role == AnalysisRole::gate;
+    role.value = p.role == AnalysisRole::value;
   }
-  delimiter_sum_.assign(static_cast<size_t>(layers),
-                        std::vector<double>(static_cast<size_t>(heads), 0.0));
-  delimiter_queries_.assign(static_cast<size_t>(layers), 0);
+  probabilities_seen_.assign(static_cast<size_t>(layers), 0);
+  values_seen_.assign(static_cast<size_t>(layers), 0);
   gates_.resize(static_cast<size_t>(layers));
   first_block_output_ = models::point_with_role(table_, 0, AnalysisRole::block_output).name;
   int64_t largest_id = 0;
@@ -187,12 +205,24 @@ std::string OutlierAnalysis::token_text(int64_t id) const {
   return fmt::format("#{}", id);
 }
 
-void OutlierAnalysis::begin_batch(const Tensor& input_ids) {
+void OutlierAnalysis::begin_batch(const Tensor& input_ids, const Tensor& images) {
+  masks_ready_ = false;
   if (table_.analysis.image_positions) {
     QT_CHECK(!input_ids.defined(), "outlier analysis: images take no input_ids, got {}",
              shape_str(input_ids.shape()));
     input_ids_ = Tensor();
+    QT_CHECK(!options_.background_value || images.defined(),
+             "outlier analysis: the background patches need the batch's images in begin_batch");
+    images_ = Tensor();
+    if (images.defined()) {
+      QT_CHECK(images.dim() == 3 && images.dtype() == DType::f32,
+               "outlier analysis: images must be patches f32 [B, N, P], got {} {}",
+               dtype_name(images.dtype()), shape_str(images.shape()));
+      images_ = ops::contiguous(images);
+      image_masks(images_.size(0), images_.size(1) + 1);
+    }
   } else {
+    QT_CHECK(!images.defined(), "outlier analysis: the {} model takes no images", table_.family);
     QT_CHECK(input_ids.defined() && input_ids.dtype() == DType::i64 && input_ids.dim() == 2,
              "outlier analysis: text batches need input_ids i64 [B, T], got {}",
              input_ids.defined()
@@ -200,19 +230,42 @@ void OutlierAnalysis::begin_batch(const Tensor& input_ids) {
                  : std::string("none"));
     input_ids_ = ops::contiguous(input_ids);
     const int64_t* ids = input_ids_.data<int64_t>();
-    delimiter_key_.assign(static_cast<size_t>(input_ids_.numel()), 0);
+    std::vector<uint8_t> delimiters(static_cast<size_t>(input_ids_.numel()), 0);
     for (int64_t i = 0; i < input_ids_.numel(); ++i)
-      delimiter_key_[static_cast<size_t>(i)] =
+      delimiters[static_cast<size_t>(i)] =
           ids[i] >= 0 && ids[i] < static_cast<int64_t>(is_delimiter_id_.size())
               ? is_delimiter_id_[static_cast<size_t>(ids[i])]
               : 0;
+    mechanism_.begin_batch(input_ids_.size(0), input_ids_.size(1), {std::move(delimiters)});
+    masks_ready_ = true;
   }
   ++batches_;
 }
 
-bool OutlierAnalysis::is_delimiter(int64_t batch, int64_t position) const {
-  if (table_.analysis.image_positions) return position == 0;  // the CLS token
-  return delimiter_key_[static_cast<size_t>(batch * input_ids_.size(1) + position)] != 0;
+void OutlierAnalysis::image_masks(int64_t batch, int64_t length) {
+  if (masks_ready_) return;
+  // cls: position 0. background: position t >= 1 when every value of patch t - 1 is exactly the
+  // normalised background pixel (normalisation is strictly increasing, so "equal after" is "u8 0
+  // before").
+  std::vector<std::vector<uint8_t>> masks(
+      mechanism_.sets(), std::vector<uint8_t>(static_cast<size_t>(batch * length)));
+  for (int64_t b = 0; b < batch; ++b) masks[0][static_cast<size_t>(b * length)] = 1;
+  if (options_.background_value) {
+    QT_CHECK(images_.size(0) == batch && images_.size(1) + 1 == length,
+             "outlier analysis: the images {} do not match activations of {} x {} positions",
+             shape_str(images_.shape()), batch, length);
+    const int64_t N = images_.size(1), P = images_.size(2);
+    const float* pixels = images_.data<float>();
+    const float background = *options_.background_value;
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t n = 0; n < N; ++n) {
+        const float* patch = pixels + (b * N + n) * P;
+        masks[1][static_cast<size_t>(b * length + n + 1)] =
+            std::all_of(patch, patch + P, [&](float v) { return v == background; });
+      }
+  }
+  mechanism_.begin_batch(batch, length, std::move(masks));
+  masks_ready_ = true;
 }
 
 Tensor OutlierAnalysis::at(const std::string& point, const Tensor& x) {
@@ -234,15 +287,35 @@ Tensor OutlierAnalysis::at(const std::string& point, const Tensor& x) {
                             : x;
     metrics_.add(point, rows, with_kurtosis);
   }
+  const bool needs_masks = role.outliers || role.probabilities || role.gate || role.value;
+  if (needs_masks && x.dim() >= 3) {
+    const int64_t batch = x.size(0),
+                  length = x.size(x.dim() == 4 ? 2 : 1);  // [B, H, T, T], [B, T, .]
+    if (table_.analysis.image_positions)
+      image_masks(batch, length);
+    else
+      QT_CHECK(input_ids_.size(0) == batch && input_ids_.size(1) == length,
+               "outlier analysis: {} is {} but the batch's input_ids are {}", point,
+               shape_str(x.shape()), shape_str(input_ids_.shape()));
+  }
   if (role.outliers) observe_outliers(outliers_[static_cast<size_t>(role.outlier_slot)], x);
   if (role.probabilities) observe_probabilities(role.layer, x);
   if (role.gate) observe_gate(role.layer, x);
+  if (role.value) {
+    mechanism_.observe_value(role.layer, x);
+    ++values_seen_[static_cast<size_t>(role.layer)];
+  }
   return x;
 }
 
 void OutlierAnalysis::observe_outliers(OutlierCounts& counts, const Tensor& x) {
   QT_CHECK(x.dim() == 3, "outlier analysis: {} must be [B, T, d], got {}", counts.point,
            shape_str(x.shape()));
+  if (!table_.analysis.image_positions)
+    QT_CHECK(input_ids_.size(0) == x.size(0) && input_ids_.size(1) == x.size(1),
+             "outlier analysis: {} is {} but the batch's input_ids are {}", counts.point,
+             shape_str(x.shape()), shape_str(input_ids_.shape()));
+  mechanism_.check_batch(counts.point, counts.layer, x, x.size(0), x.size(1));
   const OutlierReport report = find_outliers(x, options_.outlier_sigmas);
   if (counts.per_hidden.empty()) counts.per_hidden.assign(static_cast<size_t>(x.size(2)), 0);
   QT_CHECK(static_cast<int64_t>(counts.per_hidden.size()) == x.size(2),
@@ -251,16 +324,17 @@ void OutlierAnalysis::observe_outliers(OutlierCounts& counts, const Tensor& x) {
   counts.elements += x.numel();
   for (size_t k = 0; k < report.count_per_hidden.size(); ++k)
     counts.per_hidden[k] += report.count_per_hidden[k];
+  if (counts.on_sets.empty()) counts.on_sets.assign(mechanism_.sets(), 0);
+  std::vector<int64_t> on(mechanism_.sets(), 0);
   for (const OutlierPosition& o : report.outliers) {
     int64_t key = o.token;  // images: the position (0 = CLS)
-    if (!table_.analysis.image_positions) {
-      QT_CHECK(input_ids_.size(0) == x.size(0) && input_ids_.size(1) == x.size(1),
-               "outlier analysis: {} is {} but the batch's input_ids are {}", counts.point,
-               shape_str(x.shape()), shape_str(input_ids_.shape()));
+    if (!table_.analysis.image_positions)
       key = input_ids_.data<int64_t>()[o.batch * input_ids_.size(1) + o.token];
-    }
     ++counts.per_token[key];
+    for (size_t s = 0; s < on.size(); ++s) on[s] += mechanism_.in_set(s, o.batch, o.token);
   }
+  for (size_t s = 0; s < on.size(); ++s) counts.on_sets[s] += on[s];
+  mechanism_.add_outliers(on, static_cast<int64_t>(report.outliers.size()));
 }
 
 void OutlierAnalysis::observe_probabilities(int64_t layer, const Tensor& x) {
@@ -273,29 +347,12 @@ void OutlierAnalysis::observe_probabilities(int64_t layer, const Tensor& x) {
     QT_CHECK(input_ids_.size(0) == B && input_ids_.size(1) == T,
              "outlier analysis: attention probabilities {} do not match input_ids {}",
              shape_str(x.shape()), shape_str(input_ids_.shape()));
-  const Tensor p = dense_f64(x);
-  const double* values = p.data<double>();
-  // mass[b, h] = sum_i sum_{j delimiter} P[b, h, i, j]; one serial sum per (b, h).
-  std::vector<uint8_t> key(static_cast<size_t>(B * T));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t j = 0; j < T; ++j) key[static_cast<size_t>(b * T + j)] = is_delimiter(b, j);
-  std::vector<double> mass(static_cast<size_t>(B * H), 0.0);
-  const int64_t work = B * H * T * T;
-#pragma omp parallel for schedule(static) if (qt::worth_parallel(work, qt::WorkCost::standard))
-  for (int64_t bh = 0; bh < B * H; ++bh) {
-    const int64_t b = bh / H;
-    const double* matrix = values + bh * T * T;
-    const uint8_t* delimiter = key.data() + b * T;
-    double sum = 0;
-    for (int64_t i = 0; i < T; ++i)
-      for (int64_t j = 0; j < T; ++j) sum += delimiter[j] ? matrix[i * T + j] : 0.0;
-    mass[static_cast<size_t>(bh)] = sum;
-  }
-  std::vector<double>& totals = delimiter_sum_[static_cast<size_t>(layer)];
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h) totals[static_cast<size_t>(h)] += mass[b * H + h];
-  delimiter_queries_[static_cast<size_t>(layer)] += B * T;
+  // The attention mass on each token set (the delimiters first).
+  mechanism_.observe_probabilities(layer, x);
+  ++probabilities_seen_[static_cast<size_t>(layer)];
   if (layer == options_.attention_layer && attention_.probabilities.empty()) {
+    const Tensor p = dense_f64(x);
+    const double* values = p.data<double>();
     attention_.layer = layer;
     attention_.head = options_.attention_head;
     attention_.length = T;
@@ -313,6 +370,7 @@ void OutlierAnalysis::observe_gate(int64_t layer, const Tensor& x) {
   QT_CHECK(x.dim() == 3 && x.size(2) == H,
            "outlier analysis: gate probabilities of layer {} must be [B, T, {}], got {}", layer, H,
            shape_str(x.shape()));
+  mechanism_.observe_gate(layer, x);
   const Tensor pi = dense_f64(x);
   const double* values = pi.data<double>();
   GateSums& g = gates_[static_cast<size_t>(layer)];
@@ -373,6 +431,7 @@ AnalysisResult OutlierAnalysis::result() const {
     p.hidden_dims = top_counts(dims, o.top_count);
     p.tokens = top_counts(tokens, o.top_count);
     for (CountedIndex& t : p.tokens) t.text = token_text(t.index);
+    p.on_token_sets = c.on_sets.empty() ? std::vector<int64_t>(mechanism_.sets(), 0) : c.on_sets;
     r.outliers.push_back(std::move(p));
   }
   if (table_.analysis.image_positions) {
@@ -382,15 +441,18 @@ AnalysisResult OutlierAnalysis::result() const {
     for (int64_t id : o.delimiter_ids) r.delimiter_names.push_back(token_text(id));
   }
   for (int64_t l = 0; l < table_.layers; ++l) {
-    const int64_t queries = delimiter_queries_[static_cast<size_t>(l)];
-    QT_CHECK(queries > 0,
+    const LayerPoints points = layer_points(table_, l);
+    QT_CHECK(probabilities_seen_[static_cast<size_t>(l)] > 0,
              "outlier analysis: layer {} produced no attention probabilities (the tap point {} "
              "never fired)",
-             l, layer_points(table_, l).probabilities);
-    std::vector<double> mass = delimiter_sum_[static_cast<size_t>(l)];
-    for (double& m : mass) m /= static_cast<double>(queries);
-    r.delimiter_attention.push_back(std::move(mass));
+             l, points.probabilities);
+    QT_CHECK(values_seen_[static_cast<size_t>(l)] > 0,
+             "outlier analysis: layer {} produced no value projection (the tap point {} never "
+             "fired)",
+             l, points.value);
   }
+  r.mechanism = mechanism_.result();
+  r.delimiter_attention = r.mechanism.token_sets.at(0).mass;
   const bool gated =
       std::any_of(gates_.begin(), gates_.end(), [](const GateSums& g) { return g.count > 0; });
   if (gated) {
@@ -430,7 +492,7 @@ AnalysisResult OutlierAnalysis::result() const {
 nlohmann::json to_json(const AnalysisResult& r) {
   nlohmann::json j;
   j["format"] = "qtlab.analysis";
-  j["version"] = 1;
+  j["version"] = kAnalysisVersion;
   j["family"] = r.family;
   j["layers"] = r.layers;
   j["heads"] = r.heads;
@@ -454,13 +516,18 @@ nlohmann::json to_json(const AnalysisResult& r) {
   for (const auto& [name, m] : r.names) names[name] = name_metrics_json(m);
   j["names"] = names;
   nlohmann::json outliers = nlohmann::json::array();
-  for (const PointOutliers& p : r.outliers)
+  for (const PointOutliers& p : r.outliers) {
+    nlohmann::json on_sets = nlohmann::json::object();
+    for (size_t s = 0; s < p.on_token_sets.size() && s < r.mechanism.token_sets.size(); ++s)
+      on_sets[r.mechanism.token_sets[s].name] = p.on_token_sets[s];
     outliers.push_back({{"point", p.point},
                         {"layer", p.layer},
                         {"count", p.count},
                         {"elements", p.elements},
                         {"hidden_dims", counted_json(p.hidden_dims, false)},
-                        {"tokens", counted_json(p.tokens, true)}});
+                        {"tokens", counted_json(p.tokens, true)},
+                        {"on_token_sets", on_sets}});
+  }
   j["outliers"] = outliers;
   j["delimiter_ids"] = r.delimiter_ids;
   j["delimiter_names"] = r.delimiter_names;
@@ -473,6 +540,7 @@ nlohmann::json to_json(const AnalysisResult& r) {
     gates.push_back(heads);
   }
   j["gates"] = gates;
+  j["mechanism"] = to_json(r.mechanism);
   j["histogram"] = {{"point", r.histogram.point},
                     {"low", r.histogram.low},
                     {"high", r.histogram.high},
@@ -495,7 +563,12 @@ AnalysisResult analysis_from_json(const nlohmann::json& j) {
   try {
     QT_CHECK(j.value("format", "") == "qtlab.analysis",
              "analysis_from_json: not a qtlab analysis (format '{}')", j.value("format", ""));
+    const int version = j.value("version", 1);
+    QT_CHECK(version >= 1 && version <= kAnalysisVersion,
+             "analysis_from_json: version {} is not known (this build reads 1 to {})", version,
+             kAnalysisVersion);
     AnalysisResult r;
+    if (version >= 2) r.mechanism = mechanism_from_json(j.at("mechanism"));
     r.family = j.at("family").get<std::string>();
     r.layers = j.at("layers").get<int64_t>();
     r.heads = j.at("heads").get<int64_t>();
@@ -512,11 +585,16 @@ AnalysisResult analysis_from_json(const nlohmann::json& j) {
                                              name_metrics_from(l.at("residual_sum")),
                                              name_metrics_from(l.at("block_output"))});
     for (const auto& [name, m] : j.at("names").items()) r.names[name] = name_metrics_from(m);
-    for (const auto& p : j.at("outliers"))
+    for (const auto& p : j.at("outliers")) {
+      std::vector<int64_t> on_sets;
+      if (version >= 2)
+        for (const TokenSetMechanism& set : r.mechanism.token_sets)
+          on_sets.push_back(p.at("on_token_sets").at(set.name).get<int64_t>());
       r.outliers.push_back(
           PointOutliers{p.at("point").get<std::string>(), p.at("layer").get<int64_t>(),
                         p.at("count").get<int64_t>(), p.at("elements").get<int64_t>(),
-                        counted_from(p.at("hidden_dims")), counted_from(p.at("tokens"))});
+                        counted_from(p.at("hidden_dims")), counted_from(p.at("tokens")), on_sets});
+    }
     r.delimiter_ids = j.at("delimiter_ids").get<std::vector<int64_t>>();
     r.delimiter_names = j.at("delimiter_names").get<std::vector<std::string>>();
     r.delimiter_attention = j.at("delimiter_attention").get<std::vector<std::vector<double>>>();
@@ -558,6 +636,7 @@ AnalysisResult analyze_model(models::Model& model, const models::RunData& data,
   QT_CHECK(data.validation_samples > 0, "analyze_model: the validation split is empty");
   const models::ModelPoints table = model.points();
   const bool images = table.analysis.image_positions;
+  if (images && !options.background_value) options.background_value = data.image_background;
   OutlierAnalysis analysis(table, std::move(options));
   const bool was_training = model.is_training();
   model.eval();
@@ -571,7 +650,7 @@ AnalysisResult analyze_model(models::Model& model, const models::RunData& data,
     indices.resize(static_cast<size_t>(end - begin));
     std::iota(indices.begin(), indices.end(), begin);
     const models::Batch batch = models::to_model_batch(data.validation_batch(indices, 0));
-    analysis.begin_batch(images ? Tensor() : batch.input_ids);
+    analysis.begin_batch(images ? Tensor() : batch.input_ids, images ? batch.images : Tensor());
     nn::TapScope scope(&analysis);
     // The loss runs the whole model (BERT's head only on masked rows); with no label in the
     // batch, the logits do.

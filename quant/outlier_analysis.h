@@ -20,6 +20,14 @@
 //   delimiter attention  per layer and head, the attention probability mass on delimiter keys,
 //                      averaged over queries:  mass_h = mean_{b, i} sum_{j delimiter} P[b, h, i, j]
 //                      (BERT: [CLS], [SEP], '.', ','; OPT: </s>; ViT: the CLS token, position 0);
+//   the mechanism      (quant/attention_mechanism.h) per token set — text: "delimiters"; images:
+//                      "cls" (position 0) and, when the background value is known, "background"
+//                      (the patches all of whose pixels are the dataset's background, u8 0 before
+//                      normalisation: MNIST's black) — per layer and head the attention mass on
+//                      the set, the value-vector norm on and off it and the gate on and off it, the
+//                      correlation of mass and value-norm ratio over heads, the top heads; and how
+//                      many of the 6-sigma outliers sit on the set (exactly, per outlier point and
+//                      in total);
 //   gate statistics    gated models: mean, min and max of pi[b, t, h] per layer and head;
 //   plot data          a histogram of one activation (default: the last layer's FFN output) and the
 //                      attention probabilities of one layer and head for the first sequence.
@@ -38,6 +46,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,10 +56,16 @@
 #include "models/model_points.h"
 #include "models/run_data.h"
 #include "nn/activation_tap.h"
+#include "quant/attention_mechanism.h"
 #include "quant/outlier_metrics.h"
 #include "tensor/tensor.h"
 
 namespace qt::quant {
+
+// The version of the analysis JSON: 1 without the mechanism (quant/attention_mechanism.h) and the
+// outliers per token set, 2 with them. `qtlab results` prefers the higher version of a step's
+// analysis; `qtlab experiment --reanalyze` recomputes analyses older than this.
+constexpr int kAnalysisVersion = 2;
 
 // The tap point names (nn/activation_tap.h) of one transformer layer, from the model's table
 // (models/model_points.h; "" where the model has no such point, e.g. `gate` when not gated).
@@ -63,6 +78,7 @@ struct LayerPoints {
   std::string ffn_layer_norm;        // OPT final_layer_norm (BERT: output.LayerNorm)
   std::string probabilities;         // attention probabilities [B, H, T, T], before dropout
   std::string gate;                  // gate probabilities pi [B, T, H]
+  std::string value;                 // the value projection x W_v^T + b_v [B, T, d]
 };
 
 // Throws for a layer out of range.
@@ -77,7 +93,11 @@ struct AnalysisOptions {
   // Text: the key token ids whose attention mass is measured (delimiter_token_ids()). Images: not
   // used; the delimiter is the CLS position 0.
   std::vector<int64_t> delimiter_ids;
-  std::string histogram_point;  // "": the last layer's FFN output
+  // Images: the value a background pixel (u8 0) has after normalisation (RunData::
+  // image_background); set: patches whose values all equal it form the "background" token set.
+  std::optional<float> background_value;
+  int64_t mechanism_top_heads = 3;  // heads listed per token set (attention_mechanism.h)
+  std::string histogram_point;      // "": the last layer's FFN output
   int64_t histogram_bins = 100;
   int64_t attention_layer = -1;  // the layer of the dumped attention matrix (-1: the last)
   int64_t attention_head = 0;
@@ -116,6 +136,7 @@ struct PointOutliers {
   int64_t elements = 0;                   // values inspected
   std::vector<CountedIndex> hidden_dims;  // the top_count dims by count (ties: lower index first)
   std::vector<CountedIndex> tokens;       // the top_count tokens / positions by count
+  std::vector<int64_t> on_token_sets;     // outliers on each of mechanism.token_sets
 };
 
 struct GateStatistics {
@@ -158,11 +179,13 @@ struct AnalysisResult {
   std::vector<std::string> delimiter_names;              // their strings (ViT: "[CLS]")
   std::vector<std::vector<double>> delimiter_attention;  // [layers][heads]
   std::vector<std::vector<GateStatistics>> gates;        // [layers][heads]; empty: not gated
+  MechanismResult mechanism;  // per token set; delimiter_attention is its first set's mass
   Histogram histogram;
   AttentionMatrix attention;
 };
 
-// The JSON form written to analysis.json (format "qtlab.analysis", version 1) and back.
+// The JSON form written to analysis.json (format "qtlab.analysis", version kAnalysisVersion) and
+// back; version 1 files read with an empty mechanism.
 nlohmann::json to_json(const AnalysisResult& result);
 AnalysisResult analysis_from_json(const nlohmann::json& json);  // throws on a missing field
 
@@ -173,8 +196,10 @@ class OutlierAnalysis : public nn::ActivationTaps {
   // `table`: the analysed model's points (Model::points()).
   OutlierAnalysis(models::ModelPoints table, AnalysisOptions options);
 
-  // Before each forward: the batch's token ids i64 [B, T] (text) or an undefined tensor (images).
-  void begin_batch(const Tensor& input_ids);
+  // Before each forward: the batch's token ids i64 [B, T] (text), or for images an undefined
+  // input_ids and the batch's patches f32 [B, N, P] (needed for the background set; without them
+  // only the CLS set is known).
+  void begin_batch(const Tensor& input_ids, const Tensor& images = Tensor());
   Tensor at(const std::string& point, const Tensor& x) override;
   // Throws if no batch was analysed or a layer's points never fired.
   AnalysisResult result() const;
@@ -188,6 +213,7 @@ class OutlierAnalysis : public nn::ActivationTaps {
     int64_t outlier_slot = -1;
     bool probabilities = false;
     bool gate = false;
+    bool value = false;
   };
   struct OutlierCounts {
     std::string point;
@@ -195,6 +221,7 @@ class OutlierAnalysis : public nn::ActivationTaps {
     int64_t count = 0, elements = 0;
     std::vector<int64_t> per_hidden;
     std::map<int64_t, int64_t> per_token;  // token id (text) or position (images)
+    std::vector<int64_t> on_sets;          // per mechanism token set
   };
   struct GateSums {
     std::vector<double> sum, min, max;
@@ -204,8 +231,9 @@ class OutlierAnalysis : public nn::ActivationTaps {
   void observe_outliers(OutlierCounts& counts, const Tensor& x);
   void observe_probabilities(int64_t layer, const Tensor& p);
   void observe_gate(int64_t layer, const Tensor& pi);
+  // Images: the token-set masks of the current batch, [B, T] with T = patches + 1.
+  void image_masks(int64_t batch, int64_t length);
   std::string token_text(int64_t id) const;
-  bool is_delimiter(int64_t batch, int64_t position) const;
 
   models::ModelPoints table_;
   AnalysisOptions options_;
@@ -213,13 +241,14 @@ class OutlierAnalysis : public nn::ActivationTaps {
   std::string first_block_output_;  // counts the sequences
   OutlierMetrics metrics_;
   std::vector<OutlierCounts> outliers_;
-  std::vector<std::vector<double>> delimiter_sum_;  // [layers][heads]
-  std::vector<int64_t> delimiter_queries_;          // [layers]: (b, i) pairs seen
-  std::vector<GateSums> gates_;                     // [layers]
+  AttentionMechanism mechanism_;
+  std::vector<int64_t> probabilities_seen_, values_seen_;  // [layers]: batches
+  std::vector<GateSums> gates_;                            // [layers]
   std::vector<float> histogram_values_;
   AttentionMatrix attention_;
-  Tensor input_ids_;                    // the current batch (text), contiguous i64 [B, T]
-  std::vector<uint8_t> delimiter_key_;  // the current batch: [B * T], 1 = delimiter key
+  Tensor input_ids_;          // the current batch (text), contiguous i64 [B, T]
+  Tensor images_;             // the current batch (images, when given), contiguous f32 [B, N, P]
+  bool masks_ready_ = false;  // the mechanism has this batch's token sets
   std::vector<uint8_t> is_delimiter_id_;
   int64_t batches_ = 0, sequences_ = 0;
 };

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -144,6 +145,7 @@ qt::quant::LayerPoints spelled_points(const std::string& family, int64_t layer) 
   p.ffn_layer_norm = path + ".output_layer_norm:output";
   p.probabilities = path + ".attention:probabilities";
   p.gate = path + ".attention:gate";
+  p.value = path + ".attention.value:output";
   return p;
 }
 
@@ -157,7 +159,7 @@ Observed observe(const qt::models::Model& model, const std::vector<qt::models::B
   Observed out;
   OutlierAnalysis analysis(model.points(), options);
   for (const auto& batch : batches) {
-    analysis.begin_batch(batch.input_ids);
+    analysis.begin_batch(batch.input_ids, batch.images);
     forward(model, batch, &analysis);
     forward(model, batch, &out.recorder);
   }
@@ -328,6 +330,7 @@ TEST_CASE("test_outlier_analysis: a planted outlier is found at its hidden dim o
   const std::vector<std::pair<int64_t, int64_t>> planted = {{0, 3}, {0, 9}, {1, 14}};
   for (const auto& [b, t] : planted) ids.data<int64_t>()[b * 16 + t] = dot;
   AnalysisOptions options = options_for(config);
+  options.delimiter_ids = {dot};  // count the outliers on '.' as on the delimiter set
   for (int64_t id = 0; id < 64; ++id)
     options.token_strings.push_back(
         id < qt::data::kFirstMergeId ? qt::data::Tokenizer().token_bytes(static_cast<int32_t>(id))
@@ -344,6 +347,17 @@ TEST_CASE("test_outlier_analysis: a planted outlier is found at its hidden dim o
   CHECK(ffn_outliers.tokens[0].index == dot);
   CHECK(ffn_outliers.tokens[0].text == ".");
   CHECK(ffn_outliers.tokens[0].count == 3);
+  REQUIRE(ffn_outliers.on_token_sets.size() == 1);
+  CHECK(ffn_outliers.on_token_sets[0] == 3);  // all three sit on the delimiter set
+  // The mechanism's total is the sum over the outlier points.
+  int64_t on = 0, all = 0;
+  for (const auto& point : o.result.outliers) {
+    on += point.on_token_sets[0];
+    all += point.count;
+  }
+  CHECK(o.result.mechanism.token_sets[0].outliers_on == on);
+  CHECK(o.result.mechanism.token_sets[0].outliers == all);
+  CHECK(on >= 3);
   // The recorded FFN output holds the planted values exactly there (independent of find_outliers).
   const auto& recorded = o.recorder.values.at("decoder.layers.1.ffn_out:output")[0];
   for (const auto& [b, t] : planted) CHECK(recorded[(b * 16 + t) * d + k] > 200.0);
@@ -353,11 +367,12 @@ TEST_CASE("test_outlier_analysis: a planted outlier is found at its hidden dim o
         doctest::Approx(o.result.layer_metrics[1].ffn_output.inf_norm));
 }
 
-TEST_CASE("test_outlier_analysis: attention mass on delimiter keys equals a hand sum") {
+TEST_CASE(
+    "test_outlier_analysis: attention mass, value norms and gates per token set vs hand sums") {
   OneThread one_thread;
   for (const std::string family : {"bert", "opt", "vit"}) {
     CAPTURE(family);
-    const auto config = tiny(family);
+    const auto config = tiny(family, "linear");
     auto model = qt::models::build_model(config, 11);
     model->eval();
     AnalysisOptions options = options_for(config);
@@ -366,9 +381,20 @@ TEST_CASE("test_outlier_analysis: attention mass on delimiter keys equals a hand
     options.attention_head = 1;
     std::vector<qt::models::Batch> batches;
     int64_t T = 0;
+    // ViT background patches: every value equal to the background value. Patches 0 and 5 of
+    // image 0 and 15 of image 1 (of the first batch); patch 3 of image 1 differs in one pixel.
+    const float background = -0.4242f;
+    std::set<std::pair<int64_t, int64_t>> background_keys;  // (sequence of batch 0, position)
     if (family == "vit") {
       batches = {image_batch(2, 5), image_batch(3, 6)};
       T = 17;  // 16 patches + CLS
+      options.background_value = background;
+      float* pixels = batches[0].images.data<float>();
+      for (const auto& [b, n] : std::vector<std::pair<int64_t, int64_t>>{{0, 0}, {0, 5}, {1, 15}}) {
+        for (int64_t k = 0; k < 16; ++k) pixels[(b * 16 + n) * 16 + k] = background;
+        background_keys.insert({b, n + 1});
+      }
+      for (int64_t k = 0; k < 16; ++k) pixels[(16 + 3) * 16 + k] = k == 7 ? 0.0f : background;
     } else {
       T = 12;
       for (unsigned s = 0; s < 2; ++s) {
@@ -387,6 +413,64 @@ TEST_CASE("test_outlier_analysis: attention mass on delimiter keys equals a hand
       }
     }
     const Observed o = observe(*model, batches, options);
+    // Token set s of (batch p, sequence b, position t), by the definitions (not the code's masks).
+    const auto in_set = [&](size_t s, size_t p, int64_t b, int64_t t) {
+      if (family == "vit") return s == 0 ? t == 0 : p == 0 && background_keys.count({b, t}) == 1;
+      const int64_t id = batches[p].input_ids.data<int64_t>()[b * T + t];
+      return family == "bert"
+                 ? (id == qt::data::kClsId || id == qt::data::kSepId ||
+                    id == qt::data::kFirstByteId + '.' || id == qt::data::kFirstByteId + ',')
+                 : id == qt::data::kEndOfTextId;
+    };
+    const auto& sets = o.result.mechanism.token_sets;
+    REQUIRE(sets.size() == (family == "vit" ? 2u : 1u));
+    CHECK(sets[0].name == (family == "vit" ? "cls" : "delimiters"));
+    if (family == "vit") {
+      CHECK(sets[1].name == "background");
+      CHECK(sets[1].tokens == 3);
+      CHECK(sets[1].all_tokens == 5 * 17);
+    }
+    for (size_t s = 0; s < sets.size(); ++s)
+      for (int64_t l = 0; l < 2; ++l) {
+        CAPTURE(s);
+        CAPTURE(l);
+        const auto points = spelled_points(family, l);
+        const auto& probabilities = o.recorder.values.at(points.probabilities);
+        const auto& values = o.recorder.values.at(points.value);
+        const auto& gates = o.recorder.values.at(points.gate);
+        for (int64_t h = 0; h < 2; ++h) {
+          double mass = 0, norm_in = 0, norm_out = 0, gate_in = 0, gate_out = 0;
+          int64_t queries = 0, in = 0, out = 0;
+          for (size_t p = 0; p < batches.size(); ++p) {
+            const int64_t B = static_cast<int64_t>(values[p].size()) / (T * 16);
+            for (int64_t b = 0; b < B; ++b)
+              for (int64_t t = 0; t < T; ++t) {
+                for (int64_t i = 0; i < T; ++i)
+                  if (in_set(s, p, b, t)) mass += probabilities[p][((b * 2 + h) * T + i) * T + t];
+                double squares = 0;
+                for (int64_t c = h * 8; c < (h + 1) * 8; ++c)
+                  squares += std::pow(values[p][(b * T + t) * 16 + c], 2);
+                const double g = gates[p][(b * T + t) * 2 + h];
+                if (in_set(s, p, b, t)) {
+                  norm_in += std::sqrt(squares);
+                  gate_in += g;
+                  ++in;
+                } else {
+                  norm_out += std::sqrt(squares);
+                  gate_out += g;
+                  ++out;
+                }
+                ++queries;
+              }
+          }
+          REQUIRE(in > 0);
+          CHECK(sets[s].mass[l][h] == doctest::Approx(mass / queries).epsilon(1e-12));
+          CHECK(sets[s].value_norm_in[l][h] == doctest::Approx(norm_in / in).epsilon(1e-12));
+          CHECK(sets[s].value_norm_out[l][h] == doctest::Approx(norm_out / out).epsilon(1e-12));
+          CHECK(sets[s].gate_in[l][h] == doctest::Approx(gate_in / in).epsilon(1e-12));
+          CHECK(sets[s].gate_out[l][h] == doctest::Approx(gate_out / out).epsilon(1e-12));
+        }
+      }
     for (int64_t l = 0; l < 2; ++l) {
       const std::string point = spelled_points(family, l).probabilities;
       const auto& passes = o.recorder.values.at(point);
@@ -415,6 +499,7 @@ TEST_CASE("test_outlier_analysis: attention mass on delimiter keys equals a hand
         }
       }
       for (int64_t h = 0; h < 2; ++h) {
+        CHECK(o.result.delimiter_attention[l][h] == sets[0].mass[l][h]);
         CHECK(o.result.delimiter_attention[l][h] ==
               doctest::Approx(mass[h] / static_cast<double>(queries)).epsilon(1e-12));
         CHECK(o.result.delimiter_attention[l][h] > 0.0);
@@ -501,6 +586,22 @@ TEST_CASE("test_outlier_analysis: JSON round trip and thread independence") {
   CHECK(back.headline.max_inf_norm == results[0].headline.max_inf_norm);
   CHECK(back.attention.probabilities == results[0].attention.probabilities);
   CHECK(back.gates[1][1].max == results[0].gates[1][1].max);
+  CHECK(json["version"] == qt::quant::kAnalysisVersion);
+  CHECK(json["mechanism"]["token_sets"][0]["name"] == "delimiters");
+  CHECK(json["outliers"][0]["on_token_sets"].contains("delimiters"));
+  CHECK(back.mechanism.token_sets[0].mass == results[0].mechanism.token_sets[0].mass);
+  // A version-1 file (before the mechanism) reads with an empty mechanism.
+  nlohmann::json old = json;
+  old["version"] = 1;
+  old.erase("mechanism");
+  for (auto& point : old["outliers"]) point.erase("on_token_sets");
+  const AnalysisResult first = qt::quant::analysis_from_json(old);
+  CHECK(first.mechanism.token_sets.empty());
+  CHECK(first.outliers[0].on_token_sets.empty());
+  CHECK(first.headline.max_inf_norm == results[0].headline.max_inf_norm);
+  old["version"] = 3;
+  CHECK_THROWS_WITH_AS(qt::quant::analysis_from_json(old), doctest::Contains("version 3"),
+                       qt::Error);
   // Malformed input names the problem.
   nlohmann::json broken = json;
   broken.erase("headline");
@@ -587,7 +688,19 @@ TEST_CASE("test_outlier_analysis: bad options and misuse throw naming the proble
                          qt::Error);
   }
   // ViT takes no input_ids.
-  OutlierAnalysis vit(qt::models::build_model(tiny("vit"), 15)->points(), options_for(tiny("vit")));
+  const auto vit_points = qt::models::build_model(tiny("vit"), 15)->points();
+  OutlierAnalysis vit(vit_points, options_for(tiny("vit")));
   CHECK_THROWS_WITH_AS(vit.begin_batch(qt::test::random_ids({2, 3}, 0, 5, 52)),
                        doctest::Contains("images take no input_ids"), qt::Error);
+  // Background patches: only for images, and they need the batch's images.
+  AnalysisOptions with_background = options_for(config);
+  with_background.background_value = 0.0f;
+  CHECK_THROWS_WITH_AS((OutlierAnalysis{points, with_background}),
+                       doctest::Contains("a background value is for images"), qt::Error);
+  OutlierAnalysis vit_background(vit_points, with_background);
+  CHECK_THROWS_WITH_AS(vit_background.begin_batch(Tensor()),
+                       doctest::Contains("need the batch's images"), qt::Error);
+  CHECK_THROWS_WITH_AS(
+      vit_background.begin_batch(Tensor(), qt::test::random_ids({2, 16, 16}, 0, 5, 53)),
+      doctest::Contains("f32 [B, N, P]"), qt::Error);
 }

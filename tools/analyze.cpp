@@ -1,8 +1,9 @@
 // `qtlab analyze --checkpoint FILE`: the outlier analysis of a trained model (paper §3, §5;
 // quant/outlier_analysis.h) on validation batches. Prints a per-layer table (inf norm and kurtosis
 // of the FFN output, the residual sum FFN + residual and the block output), the Table 2 headline
-// numbers, where the outliers sit (hidden dims, tokens), the attention mass on delimiter tokens and
-// the gate statistics; writes everything, with the data of the plots (`qtlab report`), to
+// numbers, where the outliers sit (hidden dims, tokens), the attention mass on delimiter tokens,
+// the no-op mechanism per token set (mass, value norms, gates; quant/attention_mechanism.h) and the
+// gate statistics; writes everything, with the data of the plots (`qtlab report`), to
 // OUT/analysis.json (OUT: the checkpoint's directory unless --out is given).
 #include <fmt/format.h>
 
@@ -102,6 +103,41 @@ std::string write_json(const qt::quant::AnalysisResult& result, const std::strin
   return path;
 }
 
+// The no-op mechanism (quant/attention_mechanism.h): per token set and head, the attention mass
+// on the set, the value-norm ratio on / off it and, gated, the gate on / off it.
+void print_mechanism(const qt::quant::MechanismResult& mechanism) {
+  for (const auto& set : mechanism.token_sets) {
+    const double share = set.outliers > 0 ? 100.0 * static_cast<double>(set.outliers_on) /
+                                                static_cast<double>(set.outliers)
+                                          : 0.0;
+    std::printf(
+        "%s\n",
+        fmt::format("\n  no-op mechanism, token set '{}' ({} of {} tokens; {} of {} "
+                    "6-sigma outliers = {:.1f}% on it); corr(mass, value-norm "
+                    "ratio) over heads = {}",
+                    set.name, set.tokens, set.all_tokens, set.outliers_on, set.outliers, share,
+                    set.mass_value_ratio_correlation
+                        ? fmt::format("{:+.3f}", *set.mass_value_ratio_correlation)
+                        : std::string("-"))
+            .c_str());
+    std::printf("  per head: mass on the set | ||v|| on / off it%s\n",
+                set.gate_in.empty() ? "" : " | gate pi on / off it");
+    for (size_t l = 0; l < set.mass.size(); ++l) {
+      std::string row;
+      for (size_t h = 0; h < set.mass[l].size(); ++h) {
+        const double out = set.value_norm_out[l][h];
+        row += fmt::format("  h{} {:.3f} | {}", h, set.mass[l][h],
+                           set.tokens > 0 && out > 0
+                               ? fmt::format("{:.2f}x", set.value_norm_in[l][h] / out)
+                               : std::string("-"));
+        if (!set.gate_in.empty())
+          row += fmt::format(" | {:.2f}/{:.2f}", set.gate_in[l][h], set.gate_out[l][h]);
+      }
+      std::printf("  layer %zu:%s\n", l, row.c_str());
+    }
+  }
+}
+
 void print_table(const qt::quant::AnalysisResult& r, const std::string& checkpoint) {
   std::printf("%s\n", fmt::format("{}: {} with {} layers x {} heads, {} validation batches ({} "
                                   "sequences)",
@@ -147,6 +183,7 @@ void print_table(const qt::quant::AnalysisResult& r, const std::string& checkpoi
     for (double m : r.delimiter_attention[l]) row += fmt::format(" {:6.3f}", m);
     std::printf("  layer %zu:%s\n", l, row.c_str());
   }
+  print_mechanism(r.mechanism);
   if (!r.gates.empty()) {
     std::printf("\n  gate probability per head (mean [min, max]):\n");
     for (size_t l = 0; l < r.gates.size(); ++l) {
