@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -82,6 +83,14 @@ PlanDir plan_dir(const std::string& name, const std::string& plan_text = kTinyPl
 std::string experiment(const PlanDir& d, const std::string& extra = "") {
   return qtlab("experiment " + d.plan.string() + " --runs-dir " + d.runs.string() + " --publish " +
                d.publish.string() + " --progress-every 1 " + extra);
+}
+
+// `text` with every run of spaces replaced by one space.
+std::string collapse(const std::string& text) {
+  std::string out;
+  for (char c : text)
+    if (!(c == ' ' && !out.empty() && out.back() == ' ')) out += c;
+  return out;
 }
 
 // The records that do not depend on timing: quantize and analysis results.
@@ -288,4 +297,146 @@ TEST_CASE("test_experiment_command: results aggregate seeds as mean and sample s
   const auto torn = qt::test::run_command(qtlab("results " + dir.string()));
   CHECK(torn.status != 0);
   CHECK(torn.output.find("run-3.jsonl line 1") != std::string::npos);
+}
+
+TEST_CASE("test_experiment_command: --reanalyze recomputes analyses from snapshots beside a run") {
+  const PlanDir d = plan_dir("reanalyze");
+  const auto r = qt::test::run_command(experiment(d, "--only vanilla"));
+  REQUIRE_MESSAGE(r.status == 0, r.output);
+  const fs::path dir = d.runs / "tiny" / "vanilla";
+  const std::string results = read_file(dir / "results.jsonl");
+  const std::string published = read_file(d.publish / "vanilla.jsonl");
+  std::map<int64_t, json> evaluated;  // step -> the driver's analysis
+  for (const json& rec : json_lines(dir / "results.jsonl"))
+    if (rec["kind"] == "analysis") evaluated[rec["step"].get<int64_t>()] = rec["analysis"];
+
+  // With the run's lock held, as by a driver that is training the run, the re-analysis runs: it
+  // reads only the snapshots and leaves the run's own files alone.
+  const std::string lock_run = "flock " + (dir / ".lock").string() + " ";
+  const auto first = qt::test::run_command(lock_run + experiment(d, "--only vanilla --reanalyze"));
+  REQUIRE_MESSAGE(first.status == 0, first.output);
+  CHECK(first.output.find("re-analysed: 3, 6; already current: none; no snapshot: none") !=
+        std::string::npos);
+  const std::vector<json> records = json_lines(dir / "reanalysis.jsonl");
+  REQUIRE(records.size() == 2);
+  for (const json& rec : records) {
+    const int64_t step = rec["step"].get<int64_t>();
+    CAPTURE(step);
+    CHECK(rec["kind"] == "analysis");
+    CHECK(rec["reanalysis"] == true);
+    CHECK(rec["run"] == "vanilla");
+    CHECK(rec["analysis"]["version"] == 2);
+    CHECK(rec["analysis"].contains("mechanism"));
+    // The same snapshot and options as the driver's own analysis: the same numbers.
+    CHECK(rec["analysis"] == evaluated.at(step));
+  }
+  CHECK(read_file(d.publish / "vanilla.reanalysis.jsonl") == read_file(dir / "reanalysis.jsonl"));
+  CHECK(read_file(dir / "results.jsonl") == results);
+  CHECK(read_file(d.publish / "vanilla.jsonl") == published);
+
+  // Again: everything is current, nothing is rewritten.
+  const std::string reanalysis = read_file(dir / "reanalysis.jsonl");
+  const auto again = qt::test::run_command(experiment(d, "--only vanilla --reanalyze"));
+  REQUIRE_MESSAGE(again.status == 0, again.output);
+  CHECK(again.output.find("re-analysed: none; already current: 3, 6") != std::string::npos);
+  CHECK(read_file(dir / "reanalysis.jsonl") == reanalysis);
+
+  // A record of an older analysis version is recomputed (the others are kept).
+  std::string older;
+  for (json rec : records) {
+    if (rec["step"] == 3) rec["analysis"]["version"] = 1;
+    older += rec.dump() + "\n";
+  }
+  write_file(dir / "reanalysis.jsonl", older);
+  fs::remove(dir / "reanalysis" / "step-3" / "analysis.json");
+  const auto update = qt::test::run_command(experiment(d, "--only vanilla --reanalyze"));
+  REQUIRE_MESSAGE(update.status == 0, update.output);
+  CHECK(update.output.find("re-analysed: 3; already current: 6") != std::string::npos);
+  CHECK(read_file(dir / "reanalysis.jsonl") == reanalysis);
+
+  // Two re-analyses of one run exclude each other.
+  const auto locked = qt::test::run_command("flock " + (dir / ".reanalysis.lock").string() + " " +
+                                            experiment(d, "--only vanilla --reanalyze"));
+  CHECK(locked.status != 0);
+  CHECK(locked.output.find("the re-analysis of run 'vanilla' is being run by another process") !=
+        std::string::npos);
+  // A run without snapshots has nothing to re-analyse.
+  const auto clipped = qt::test::run_command(experiment(d, "--only clipped --reanalyze"));
+  REQUIRE_MESSAGE(clipped.status == 0, clipped.output);
+  CHECK(clipped.output.find("no snapshot: any step") != std::string::npos);
+
+  // The tables read both files; the analyses agree, so the Table 2 rows are those without it.
+  const auto table = qt::test::run_command(qtlab("results " + d.publish.string()));
+  REQUIRE_MESSAGE(table.status == 0, table.output);
+  CHECK(table.output.find("No-op mechanism") != std::string::npos);
+  CHECK(table.output.find("| 6 | vanilla | 1000 | delimiters |") != std::string::npos);
+  fs::remove(d.publish / "vanilla.reanalysis.jsonl");
+  const auto without = qt::test::run_command(qtlab("results " + d.publish.string()));
+  CHECK(without.output == table.output);
+}
+
+TEST_CASE("test_experiment_command: results count the newest analysis and print the mechanism") {
+  const fs::path dir = qt::test::scratch_directory("experiment_command") / "versions";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const json identity = {{"group", "g"}, {"variant", "vanilla"}, {"seed", 1},
+                         {"step", 100},  {"run", "run-x"},       {"kind", "analysis"}};
+  // Version 2 (read first): 3 of 4 outliers on the delimiters, exactly.
+  json newer = identity;
+  newer["analysis"] = {{"version", 2},
+                       {"headline", {{"max_inf_norm", 12.0}, {"avg_kurtosis", 4.0}}},
+                       {"delimiter_names", {"[SEP]"}},
+                       {"outliers", json::array()},
+                       {"delimiter_attention", {{0.8, 0.1}}},
+                       {"mechanism",
+                        {{"token_sets",
+                          {{{"name", "delimiters"},
+                            {"tokens", 10},
+                            {"all_tokens", 100},
+                            {"outliers_on", 3},
+                            {"outliers", 4},
+                            {"mass_value_ratio_correlation", -0.5},
+                            {"top_heads",
+                             {{{"layer", 1},
+                               {"head", 2},
+                               {"mass", 0.8},
+                               {"value_norm_ratio", 0.25},
+                               {"gate_in", nullptr},
+                               {"gate_out", nullptr}},
+                              {{"layer", 0},
+                               {"head", 0},
+                               {"mass", 0.1},
+                               {"value_norm_ratio", nullptr},
+                               {"gate_in", 0.05},
+                               {"gate_out", 0.5}}}}}}}}}};
+  write_file(dir / "a.jsonl", newer.dump() + "\n");
+  // Version 1 (read last, must not count): other numbers, 1 of 2 top-token outliers on [SEP].
+  json older = identity;
+  older["analysis"] = {
+      {"headline", {{"max_inf_norm", 99.0}, {"avg_kurtosis", 9.0}}},
+      {"delimiter_names", {"[SEP]"}},
+      {"outliers",
+       {{{"tokens", {{{"text", "[SEP]"}, {"count", 1}}, {{"text", "x"}, {"count", 1}}}}}}},
+      {"delimiter_attention", {{0.3, 0.1}}}};
+  json quantize = identity;
+  quantize["kind"] = "quantize";
+  quantize["spec"] = "W8A8";
+  quantize["result"] = {
+      {"family", "bert"}, {"fp", {{"perplexity", 50.0}}}, {"quantized", {{"perplexity", 51.0}}}};
+  write_file(dir / "b.jsonl", older.dump() + "\n" + quantize.dump() + "\n");
+  const auto r = qt::test::run_command(qtlab("results " + dir.string()));
+  REQUIRE_MESSAGE(r.status == 0, r.output);
+  CHECK_MESSAGE(r.output.find("| 100 | vanilla | 1 | 50.00 | 12.00 | 4.00 | 51.00 | +2.00% | – | "
+                              "75.0 | 0.800 | – |") != std::string::npos,
+                r.output);
+  CHECK_MESSAGE(r.output.find("| 100 | vanilla | 1 | delimiters | 10.0 | 75.0 | -0.50 | L1.H2 0.80 "
+                              "‖v‖×0.25; L0.H0 0.10 ‖v‖×– π 0.05/0.50 |") != std::string::npos,
+                r.output);
+  // --rows: one labelled line per run and step.
+  const auto rows = qt::test::run_command(qtlab("results --rows " + dir.string()));
+  REQUIRE_MESSAGE(rows.status == 0, rows.output);
+  CHECK(rows.output.find("committed long-run results") != std::string::npos);
+  CHECK_MESSAGE(
+      collapse(rows.output).find(" run-x 1 100 50.00 12.00 4.00 51.00 -\n") != std::string::npos,
+      rows.output);
 }

@@ -9,6 +9,8 @@
 //                     results.jsonl                        every finished evaluation
 //                     log.txt                              what the stages printed
 //                     stage.json                           what the run is doing now
+//                     reanalysis/step-<N>/analysis.json    --reanalyze: a newer analysis
+//                     reanalysis.jsonl                     --reanalyze: its records
 //
 // Resumable and idempotent: each piece is skipped when its output exists (a result in
 // results.jsonl, a stage's output file, a snapshot), training resumes from the run's checkpoint
@@ -16,6 +18,18 @@
 // a crash, a kill, a new session — continues where it stopped. Each stage runs as a child process
 // of this same binary, which the kernel ends if the driver dies (PR_SET_PDEATHSIG); every file is
 // written atomically, so a kill at any moment loses at most the steps since the last checkpoint.
+//
+// Re-analysis (--reanalyze): the analysis records of evaluations made by an older binary lack
+// what a newer `qtlab analyze` measures (kAnalysisVersion, quant/outlier_analysis.h). --reanalyze
+// recomputes the analysis of every existing snapshot whose recorded re-analysis is older than this
+// build's version, without retraining, and writes the records (kind "analysis", with
+// "reanalysis": true) to RUN/reanalysis.jsonl, published as <publish>/<run>.reanalysis.jsonl;
+// `qtlab results` counts the higher analysis version of a step. It reads only snapshots, which are
+// written once (by rename) and never changed, and writes only files that training and evaluation
+// never touch, so it does not take the run's lock and runs beside a driver that is training the
+// same run (sharing only the CPU); its own lock, RUN/.reanalysis.lock, keeps two re-analyses of
+// one run apart. Idempotent: a step whose re-analysis is current is skipped. Runs one after
+// another, each analysis with --threads-per-run threads.
 //
 // Parallelism: --parallel N runs N plan runs side by side, each with --threads-per-run threads
 // (default 1: on this project's 2-core machines two bert-mini runs side by side train ~2,850
@@ -29,6 +43,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -45,6 +60,7 @@
 
 #include "models/config.h"
 #include "optim/distributed.h"
+#include "quant/outlier_analysis.h"
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
 #include "tensor/safetensors.h"
@@ -67,7 +83,7 @@ struct ExperimentArguments {
   int threads_per_run = 1;
   std::vector<std::string> only;  // run-name patterns (shell globs)
   int progress_seconds = 60;
-  bool dry_run = false, status = false;
+  bool dry_run = false, status = false, reanalyze = false;
 };
 
 double now_seconds() {
@@ -105,6 +121,7 @@ std::vector<json> read_json_lines(const fs::path& path) {
 
 struct RunPaths {
   fs::path dir, snapshots, eval, results, log, stage, lock, checkpoint;
+  fs::path reanalysis, reanalysis_results, reanalysis_lock;  // --reanalyze
   fs::path snapshot(int64_t step) const {
     return snapshots / fmt::format("step-{}.safetensors", step);
   }
@@ -121,6 +138,9 @@ RunPaths run_paths(const ExperimentArguments& a, const ExperimentPlan& plan, con
   p.stage = p.dir / "stage.json";
   p.lock = p.dir / ".lock";
   p.checkpoint = p.dir / "checkpoint.safetensors";
+  p.reanalysis = p.dir / "reanalysis";
+  p.reanalysis_results = p.dir / "reanalysis.jsonl";
+  p.reanalysis_lock = p.dir / ".reanalysis.lock";
   return p;
 }
 
@@ -387,18 +407,19 @@ void evaluate_step(const ExperimentArguments& a, const ExperimentPlan& plan, con
   log_line(p, fmt::format("step {} evaluated and recorded in {}", step, p.results.string()));
 }
 
-// Holds an exclusive lock on the run directory for the worker's lifetime: a second driver on the
-// same run refuses with the first one's PID instead of writing beside it.
+// Holds an exclusive lock file for the holder's lifetime: a second driver on the same run (or a
+// second re-analysis of it) refuses with the first one's PID instead of writing beside it. `what`
+// names the work in the message ("run 'x'").
 class RunLock {
  public:
-  RunLock(const RunPaths& p, const std::string& run_name) {
-    fd_ = ::open(p.lock.c_str(), O_RDWR | O_CREAT, 0644);
-    QT_CHECK(fd_ >= 0, "experiment: cannot open {}: {}", p.lock.string(), std::strerror(errno));
+  RunLock(const fs::path& lock, const std::string& what) {
+    fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT, 0644);
+    QT_CHECK(fd_ >= 0, "experiment: cannot open {}: {}", lock.string(), std::strerror(errno));
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      const std::string holder = read_text(p.lock);
+      const std::string holder = read_text(lock);
       ::close(fd_);
-      qt::fail("experiment: run '{}' is being run by another process (pid {}); {}", run_name,
-               holder.empty() ? "?" : holder, p.lock.string());
+      qt::fail("experiment: {} is being run by another process (pid {}); {}", what,
+               holder.empty() ? "?" : holder, lock.string());
     }
     const std::string pid = std::to_string(::getpid());
     if (::ftruncate(fd_, 0) == 0 && ::write(fd_, pid.data(), pid.size()) < 0) {
@@ -417,7 +438,7 @@ int run_worker(const ExperimentArguments& a, const ExperimentPlan& plan, const P
   const RunPaths p = run_paths(a, plan, run);
   try {
     fs::create_directories(p.dir);
-    RunLock lock(p, run.name);
+    RunLock lock(p.lock, fmt::format("run '{}'", run.name));
     std::vector<json> records = read_json_lines(p.results);
     const auto recorded = recorded_steps(records);
     for (const int64_t step : run.evaluate_at) {
@@ -436,6 +457,99 @@ int run_worker(const ExperimentArguments& a, const ExperimentPlan& plan, const P
     }
     return 1;
   }
+}
+
+// The analysis version of an analysis object (1 when it names none).
+int analysis_version(const json& analysis) {
+  return analysis.is_object() ? analysis.value("version", 1) : 0;
+}
+
+// --reanalyze for one run (see the top of this file). Prints one line; throws on failure.
+void reanalyze_run(const ExperimentArguments& a, const ExperimentPlan& plan,
+                   const PlannedRun& run) {
+  const RunPaths p = run_paths(a, plan, run);
+  std::vector<std::string> analysed, current, missing;
+  if (fs::exists(p.snapshots)) {
+    RunLock lock(p.reanalysis_lock, fmt::format("the re-analysis of run '{}'", run.name));
+    std::vector<json> records = read_json_lines(p.reanalysis_results);
+    const fs::path log = p.reanalysis / "log.txt";
+    RunPaths log_paths = p;  // failures name the re-analysis log
+    log_paths.log = log;
+    for (const int64_t step : run.evaluate_at) {
+      const fs::path snapshot = p.snapshot(step);
+      if (!fs::exists(snapshot)) {
+        missing.push_back(std::to_string(step));
+        continue;
+      }
+      const bool up_to_date = std::any_of(records.begin(), records.end(), [&](const json& r) {
+        return r.value("step", int64_t{-1}) == step && r.value("kind", "") == "analysis" &&
+               analysis_version(r.value("analysis", json())) >= qt::quant::kAnalysisVersion;
+      });
+      if (up_to_date) {
+        current.push_back(std::to_string(step));
+        continue;
+      }
+      const fs::path out = p.reanalysis / fmt::format("step-{}", step);
+      const fs::path analysis_file = out / "analysis.json";
+      fs::create_directories(out);
+      // An analysis.json of this version left by an interrupted re-analysis is reused.
+      const bool have = fs::exists(analysis_file) &&
+                        analysis_version(json::parse(read_text(analysis_file), nullptr, false)) >=
+                            qt::quant::kAnalysisVersion;
+      if (!have)
+        check_stage(run_stage({"analyze", "--checkpoint", snapshot.string(), "--batches",
+                               std::to_string(run.analyze_batches), "--threads",
+                               std::to_string(a.threads_per_run), "--out", out.string()},
+                              log),
+                    fmt::format("re-analysing step {}", step), run, log_paths);
+      std::erase_if(records,
+                    [step](const json& r) { return r.value("step", int64_t{-1}) == step; });
+      json record = record_identity(plan, run, step, "analysis");
+      record["reanalysis"] = true;
+      record["analysis"] = analysis_summary(analysis_file);
+      records.push_back(record);
+      std::stable_sort(records.begin(), records.end(), [](const json& x, const json& y) {
+        return x.value("step", int64_t{0}) < y.value("step", int64_t{0});
+      });
+      // Written after every step, as the evaluations are: nothing measured is lost.
+      std::string text;
+      for (const json& r : records) text += r.dump() + "\n";
+      qt::write_text_atomically(p.reanalysis_results.string(), text);
+      if (!a.no_publish) {
+        const fs::path published = publish_path(a, plan);
+        fs::create_directories(published);
+        qt::write_text_atomically((published / (run.name + ".reanalysis.jsonl")).string(), text);
+      }
+      analysed.push_back(std::to_string(step));
+    }
+  }
+  const auto steps = [](const std::vector<std::string>& list) {
+    return list.empty() ? std::string("none") : fmt::format("{}", fmt::join(list, ", "));
+  };
+  std::printf(
+      "  %-28s re-analysed: %s; already current: %s; no snapshot: %s\n", run.name.c_str(),
+      steps(analysed).c_str(), steps(current).c_str(),
+      steps(missing.empty() && !fs::exists(p.snapshots) ? std::vector<std::string>{"any step"}
+                                                        : missing)
+          .c_str());
+  std::fflush(stdout);
+}
+
+void reanalyze(const ExperimentArguments& a, const ExperimentPlan& plan,
+               const std::vector<size_t>& runs) {
+  std::printf("plan %s: re-analysing the snapshots of %zu runs (analysis version %d)\n",
+              plan.name.c_str(), runs.size(), qt::quant::kAnalysisVersion);
+  std::vector<std::string> failed;
+  for (const size_t i : runs) {
+    try {
+      reanalyze_run(a, plan, plan.runs[i]);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "experiment: %s\n", e.what());
+      failed.push_back(plan.runs[i].name);
+    }
+  }
+  QT_CHECK(failed.empty(), "experiment: the re-analysis of {} run(s) failed: {}", failed.size(),
+           fmt::join(failed, ", "));
 }
 
 // What a run has done so far, read from its files.
@@ -534,6 +648,7 @@ void run_experiment(const ExperimentArguments& a) {
   const std::vector<size_t> runs = selected_runs(a, plan);
   for (const size_t i : runs) check_run_config(a, plan.runs[i], run_paths(a, plan, plan.runs[i]));
   if (a.status) return print_status(a, plan, runs);
+  if (a.reanalyze && !a.dry_run) return reanalyze(a, plan, runs);
   if (a.dry_run) {
     std::printf("plan %s: %zu runs, %d in parallel, %d thread(s) each\n", plan.name.c_str(),
                 runs.size(), a.parallel, a.threads_per_run);
@@ -684,5 +799,8 @@ void add_experiment_command(CLI::App& app) {
                   "seconds between progress reports (default 60)");
   cmd->add_flag("--dry-run", arguments->dry_run, "check the plan and print what would run");
   cmd->add_flag("--status", arguments->status, "print each run's progress and exit");
+  cmd->add_flag("--reanalyze", arguments->reanalyze,
+                "recompute the analysis of every existing snapshot older than this build's "
+                "analysis version (no training; beside a running driver is fine)");
   cmd->callback([arguments] { run_experiment(*arguments); });
 }

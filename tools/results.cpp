@@ -11,14 +11,27 @@
 //   safe A bits  the lowest activation bit width b of the sweep's W8A<b> entries whose quantized
 //                figure stays within 1% (relative) of FP, with every wider W8A<b'> also within
 //                1%; the sharper measure of quantizability at this scale (W8A8 forgives a lot)
-//   delim. outl. the share of the 6σ outliers of the FFN and block outputs, among each point's
-//                ten most frequent tokens, that sit on a delimiter token (BERT [CLS] [SEP] . ,;
-//                OPT </s>; ViT the CLS position)
+//   delim. outl. the share of the 6σ outliers of the FFN and block outputs that sit on a delimiter
+//                token (BERT [CLS] [SEP] . ,; OPT </s>; ViT the CLS position): exact for analyses
+//                of version 2 (quant/outlier_analysis.h), among each point's ten most frequent
+//                tokens for version 1
 //   max delim. attention   the largest per-head attention mass on delimiter keys over all layers
 //   min gate     gated runs: the smallest per-head mean gate probability π over all layers
+// and per run and step, the no-op mechanism (quant/attention_mechanism.h) of each token set S
+// (text: delimiters; images: CLS, background patches): the share of tokens and of 6σ outliers on
+// S, the correlation over heads of the attention mass on S with the value-norm ratio on / off S,
+// and the heads with most mass on S with their ratio and gates.
+//
+// When a step has several analysis records (`qtlab experiment --reanalyze` adds a newer one in
+// <run>.reanalysis.jsonl), the highest analysis version counts; of equal versions, the one read
+// last (files in name order).
+//
+// --rows prints instead one plain-text line per run and evaluation step (run, seed, step and the
+// Table 2 columns), the form `make demo` prints beside its own rows.
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -44,11 +57,15 @@ struct ResultsArguments {
   std::string dir;
   std::string out;        // "": stdout
   std::string plots_dir;  // "": no plots
+  bool rows = false;      // plain-text rows per run and step instead of the Markdown
 };
 
 // What one run measured at one evaluation step.
 struct StepMeasurement {
   std::map<std::string, double> value;  // column key -> value (absent: not measured)
+  std::string run;                      // the plan's run name
+  int analysis_version = 0;             // of the analysis counted (0: none yet)
+  json mechanism;                       // its "mechanism" object (null: version 1)
 };
 
 // group -> variant -> step -> seed -> measurement
@@ -77,6 +94,12 @@ bool within_one_percent(double fp, double quantized, bool images) {
 }
 
 void add_analysis(StepMeasurement& m, const json& a) {
+  const int version = a.value("version", 1);
+  if (version < m.analysis_version) return;  // a newer analysis of this step is counted
+  m.analysis_version = version;
+  m.mechanism = a.value("mechanism", json());
+  m.value.erase("delimiter_outliers");
+  m.value.erase("min_gate");
   m.value["max_inf_norm"] = a.at("headline").at("max_inf_norm").get<double>();
   m.value["avg_kurtosis"] = a.at("headline").at("avg_kurtosis").get<double>();
   std::set<std::string> delimiters;
@@ -89,6 +112,12 @@ void add_analysis(StepMeasurement& m, const json& a) {
       counted += count;
       if (delimiters.count(token.value("text", std::string())) == 1) on_delimiters += count;
     }
+  if (m.mechanism.is_object() && !m.mechanism.at("token_sets").empty()) {
+    // exact: every outlier, not only the top tokens'
+    const json& first = m.mechanism.at("token_sets").at(0);
+    on_delimiters = first.at("outliers_on").get<int64_t>();
+    counted = first.at("outliers").get<int64_t>();
+  }
   if (counted > 0) m.value["delimiter_outliers"] = 100.0 * on_delimiters / counted;
   double max_mass = 0;
   for (const json& layer : a.value("delimiter_attention", json::array()))
@@ -135,6 +164,7 @@ Table read_results(const std::string& dir, std::map<std::string, Columns>& group
         const int64_t step = r.at("step").get<int64_t>();
         const std::string kind = r.at("kind").get<std::string>();
         StepMeasurement& m = table[group][variant][step][seed];
+        m.run = r.value("run", file.stem().string());
         Columns& columns = group_columns[group];
         if (kind == "quantize") {
           const json& result = r.at("result");
@@ -209,6 +239,104 @@ std::string seeds_text(const std::map<uint64_t, StepMeasurement>& seeds) {
   return out;
 }
 
+std::string optional_number(const json& value, const char* format) {
+  return value.is_number() ? fmt::format(fmt::runtime(format), value.get<double>()) : "–";
+}
+
+// One token set's heads with most attention mass: "L<l>.H<h> <mass> ‖v‖×<ratio>[ π <in>/<out>]".
+std::string top_heads_text(const json& set) {
+  std::string out;
+  for (const json& h : set.at("top_heads")) {
+    out += fmt::format("{}L{}.H{} {:.2f} ‖v‖×{}", out.empty() ? "" : "; ", h.at("layer").get<int>(),
+                       h.at("head").get<int>(), h.at("mass").get<double>(),
+                       optional_number(h.value("value_norm_ratio", json()), "{:.2f}"));
+    if (h.value("gate_in", json()).is_number() || h.value("gate_out", json()).is_number())
+      out += fmt::format(" π {}/{}", optional_number(h.value("gate_in", json()), "{:.2f}"),
+                         optional_number(h.value("gate_out", json()), "{:.2f}"));
+  }
+  return out.empty() ? "–" : out;
+}
+
+// The no-op mechanism table of one group: one row per step, variant, seed and token set.
+std::string mechanism_markdown(
+    const std::map<std::string, std::map<int64_t, std::map<uint64_t, StepMeasurement>>>& variants) {
+  std::string rows;
+  for (const auto& [variant, by_step] : variants)
+    for (const auto& [step, seeds] : by_step)
+      for (const auto& [seed, m] : seeds) {
+        if (!m.mechanism.is_object()) continue;
+        for (const json& set : m.mechanism.at("token_sets")) {
+          const auto share = [](int64_t part, int64_t whole) {
+            return whole > 0 ? fmt::format("{:.1f}", 100.0 * static_cast<double>(part) /
+                                                         static_cast<double>(whole))
+                             : std::string("–");
+          };
+          rows += fmt::format(
+              "| {} | {} | {} | {} | {} | {} | {} | {} |\n", step, variant, seed,
+              set.at("name").get<std::string>(),
+              share(set.at("tokens").get<int64_t>(), set.at("all_tokens").get<int64_t>()),
+              share(set.at("outliers_on").get<int64_t>(), set.at("outliers").get<int64_t>()),
+              optional_number(set.value("mass_value_ratio_correlation", json()), "{:+.2f}"),
+              top_heads_text(set));
+        }
+      }
+  std::string md =
+      "\nNo-op mechanism (paper §3) per run and step, token set S (text: the delimiters; images: "
+      "the CLS token and the background patches): % of the analysed tokens in S, % of the 6σ "
+      "outliers (FFN and block outputs) on S, the correlation over all heads of the attention "
+      "mass on S with the value-norm ratio ‖v‖ on S / off S (the paper predicts < 0), and the "
+      "three heads with most mass on S: layer.head, mass, ‖v‖ ratio, gate π on S / off S (gated "
+      "runs).\n\n";
+  if (rows.empty())
+    return md +
+           "No analysis of version 2 yet (older analyses lack these fields; `qtlab experiment "
+           "PLAN --reanalyze` adds them from the snapshots).\n";
+  return md +
+         "| step | variant | seed | S | tokens in S % | outliers on S % | corr(mass, ‖v‖ ratio) | "
+         "top heads by mass on S |\n|---|---|---|---|---|---|---|---|\n" +
+         rows;
+}
+
+// --rows: one line per run and step, labelled as committed long-run results.
+std::string rows_text(const Table& table, const std::map<std::string, Columns>& group_columns,
+                      const std::string& dir) {
+  struct Row {
+    std::string run, seed, step, fp, max_inf_norm, avg_kurtosis, w8a8, safe_bits;
+  };
+  std::vector<Row> rows = {
+      {"run", "seed", "step", "FP", "max inf norm", "avg kurtosis", "W8A8", "safe A bits"}};
+  const auto number = [](const StepMeasurement& m, const char* key, int decimals) {
+    const auto it = m.value.find(key);
+    return it == m.value.end() ? std::string("-") : fmt::format("{:.{}f}", it->second, decimals);
+  };
+  for (const auto& [group, variants] : table)
+    for (const auto& [variant, by_step] : variants)
+      for (const auto& [step, seeds] : by_step)
+        for (const auto& [seed, m] : seeds) {
+          const bool images = group_columns.at(group).images;
+          rows.push_back({m.run, std::to_string(seed), std::to_string(step),
+                          number(m, "fp", 2) + (images ? "%" : ""), number(m, "max_inf_norm", 2),
+                          number(m, "avg_kurtosis", 2),
+                          number(m, "q:W8A8", 2) + (images ? "%" : ""), number(m, "safe_bits", 0)});
+        }
+  std::array<size_t, 8> width{};
+  for (const Row& r : rows) {
+    const std::array<const std::string*, 8> cells = {
+        &r.run, &r.seed, &r.step, &r.fp, &r.max_inf_norm, &r.avg_kurtosis, &r.w8a8, &r.safe_bits};
+    for (size_t c = 0; c < cells.size(); ++c) width[c] = std::max(width[c], cells[c]->size());
+  }
+  std::string text = fmt::format(
+      "committed long-run results ({}; FP and W8A8: perplexity for text, accuracy for images; "
+      "safe A bits: the lowest W8A<b> within 1% of FP):\n",
+      dir);
+  for (const Row& r : rows)
+    text +=
+        fmt::format("  {:<{}}  {:>{}}  {:>{}}  {:>{}}  {:>{}}  {:>{}}  {:>{}}  {:>{}}\n", r.run,
+                    width[0], r.seed, width[1], r.step, width[2], r.fp, width[3], r.max_inf_norm,
+                    width[4], r.avg_kurtosis, width[5], r.w8a8, width[6], r.safe_bits, width[7]);
+  return text;
+}
+
 std::string markdown(const Table& table, const std::map<std::string, Columns>& group_columns,
                      const std::string& dir) {
   std::string md = fmt::format(
@@ -222,7 +350,8 @@ std::string markdown(const Table& table, const std::map<std::string, Columns>& g
     md += fmt::format(
         "Table 2 columns per evaluation step (mean ± std over the seeds listed; FP and W8A8 {} on "
         "the full validation split). Safe A bits: the lowest W8A<b> within 1% of FP. Delim. "
-        "outl.: % of the 6σ outliers (top tokens) on delimiter tokens.\n\n",
+        "outl.: % of the 6σ outliers on delimiter tokens (analyses of version 1: among the top "
+        "tokens).\n\n",
         metric);
     md +=
         "| step | variant | seeds | FP | max ∞-norm | avg kurtosis | W8A8 | W8A8 gap | safe A "
@@ -262,6 +391,7 @@ std::string markdown(const Table& table, const std::map<std::string, Columns>& g
         md += fmt::format(" {} |", cell(summarize(seeds, "q:" + spec), 2));
       md += "\n";
     }
+    md += mechanism_markdown(variants);
     md += "\n";
   }
   return md;
@@ -338,7 +468,8 @@ void write_plots(const Table& table, const std::map<std::string, Columns>& group
 void run_results(const ResultsArguments& a) {
   std::map<std::string, Columns> columns;
   const Table table = read_results(a.dir, columns);
-  const std::string md = markdown(table, columns, a.dir);
+  const std::string md =
+      a.rows ? rows_text(table, columns, a.dir) : markdown(table, columns, a.dir);
   if (a.out.empty())
     std::printf("%s", md.c_str());
   else
@@ -358,5 +489,7 @@ void add_results_command(CLI::App& app) {
       ->required();
   cmd->add_option("--out", arguments->out, "write the Markdown here (default: print it)");
   cmd->add_option("--plots", arguments->plots_dir, "write SVG growth curves (gnuplot) here");
+  cmd->add_flag("--rows", arguments->rows,
+                "print one plain-text line per run and evaluation step instead (make demo)");
   cmd->callback([arguments] { run_results(*arguments); });
 }
