@@ -1,7 +1,8 @@
 // The main job, tools/demo.sh (`make demo`), run end to end on a tiny BERT and the built-in
 // synthetic text: three runs that differ only in their attention, each quantized to W8A8, and the
-// report's Table 2 columns. Checked against what each step wrote (config.json,
-// quantize-w8a8.json, analysis.json), and that a second run reuses the finished runs.
+// report's Table 2 columns, printed beside the committed long-run rows. Checked against what each
+// step wrote (config.json, quantize-w8a8.json, analysis.json), and that a second run reuses the
+// finished runs.
 #include <doctest/doctest.h>
 
 #include <fmt/format.h>
@@ -25,14 +26,16 @@ nlohmann::json read_json(const fs::path& path) {
   return nlohmann::json::parse(in);
 }
 
-std::string demo_command(const fs::path& dir) {
+// `committed`: the directory of the long runs' results files the demo prints beside its rows.
+std::string demo_command(const fs::path& dir, const fs::path& committed) {
   return fmt::format(
-      "QTLAB={} DEMO_DIR={} DEMO_STEPS=4 DEMO_THREADS=1 DEMO_CALIBRATION_BATCHES=2 "
+      "DEMO_COMMITTED_RESULTS={} QTLAB={} DEMO_DIR={} DEMO_STEPS=4 DEMO_THREADS=1 "
+      "DEMO_CALIBRATION_BATCHES=2 "
       "DEMO_FLAGS='--dataset synthetic --quiet --set model.layers=2 --set model.hidden=32 "
       "--set model.heads=2 --set model.ffn=64 --set model.vocab_size=64 "
       "--set model.max_length=16 --set train.batch_size=8 --set train.eval_batches=2' "
       "bash {}/tools/demo.sh",
-      QTLAB_BINARY, dir.string(), QTLAB_SOURCE_DIR);
+      committed.string(), QTLAB_BINARY, dir.string(), QTLAB_SOURCE_DIR);
 }
 
 // `text` with every run of spaces replaced by one space.
@@ -52,7 +55,23 @@ TEST_CASE("test_demo: three attention variants, W8A8, and the Table 2 columns") 
   }
   const fs::path dir = qt::test::scratch_directory("demo") / "runs";
   fs::remove_all(dir);
-  const auto first = qt::test::run_command(demo_command(dir));
+  // One committed long-run result: run "bert-long", seed 5, step 1000, FP 50, W8A8 51,
+  // max inf-norm 12, avg kurtosis 4.
+  const fs::path committed = qt::test::scratch_directory("demo") / "committed";
+  fs::create_directories(committed);
+  {
+    const nlohmann::json identity = {
+        {"group", "g"}, {"variant", "vanilla"}, {"seed", 5}, {"step", 1000}, {"run", "bert-long"}};
+    nlohmann::json q = identity, a = identity;
+    q["kind"] = "quantize";
+    q["spec"] = "W8A8";
+    q["result"] = {
+        {"family", "bert"}, {"fp", {{"perplexity", 50.0}}}, {"quantized", {{"perplexity", 51.0}}}};
+    a["kind"] = "analysis";
+    a["analysis"] = {{"headline", {{"max_inf_norm", 12.0}, {"avg_kurtosis", 4.0}}}};
+    std::ofstream(committed / "bert-long.jsonl") << q.dump() << "\n" << a.dump() << "\n";
+  }
+  const auto first = qt::test::run_command(demo_command(dir, committed));
   REQUIRE_MESSAGE(first.status == 0, first.output);
 
   // The three runs differ only in the attention options of method.md §1-2.
@@ -93,6 +112,10 @@ TEST_CASE("test_demo: three attention variants, W8A8, and the Table 2 columns") 
     // The terminal table pads columns; compare with runs of spaces collapsed.
     CHECK_MESSAGE(printed.find(collapse_spaces(row)) != std::string::npos, first.output);
   }
+  // Beside them, the committed long-run rows, labelled as such.
+  CHECK(first.output.find("the committed long runs (not this demo's)") != std::string::npos);
+  CHECK_MESSAGE(printed.find(" bert-long 5 1000 50.00 12.00 4.00 51.00 -\n") != std::string::npos,
+                first.output);
   CHECK(fs::exists(dir / "report" / "report.md"));
   CHECK(fs::exists(dir / "report" / "inf_norm_per_layer.png"));
 
@@ -106,7 +129,7 @@ TEST_CASE("test_demo: three attention variants, W8A8, and the Table 2 columns") 
   };
   const std::string log = read_text(dir / "gated" / "metrics.jsonl");
   CHECK(log.find("elapsed_s") != std::string::npos);
-  const auto second = qt::test::run_command(demo_command(dir));
+  const auto second = qt::test::run_command(demo_command(dir, committed));
   REQUIRE_MESSAGE(second.status == 0, second.output);
   CHECK(read_text(dir / "gated" / "metrics.jsonl") == log);
 }

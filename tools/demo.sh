@@ -14,6 +14,10 @@
 #      16 calibration batches) -> RUN_DIR/quantize-w8a8.json
 #   3. `qtlab report` analyses each (outlier metrics of §5), prints the Table 2 columns (FP
 #      perplexity, max inf norm, avg kurtosis, W8A8 perplexity) and writes DEMO_DIR/report/.
+#   4. beside them, the committed rows of the long runs (`qtlab results --rows`, from
+#      docs/results/table2/*.jsonl: run, seed, step, the same columns and the lowest safe
+#      activation bit width), labelled as such: at 600 steps the three demo rows are nearly the
+#      same, and the long runs are where the paper's effect shows (or does not) at this scale.
 #
 # A run that already finished is reused, one that was interrupted is resumed from its checkpoint
 # (so a second `make demo` only redoes what is missing); a run whose stored config differs from
@@ -26,6 +30,7 @@
 #   DEMO_THREADS  OpenMP threads                            [all cores]
 #   DEMO_FLAGS    extra `qtlab pretrain` flags for all three runs (e.g. "--lr 2e-3")
 #   DEMO_CALIBRATION_BATCHES                               [16]
+#   DEMO_COMMITTED_RESULTS  the long runs' results files   [docs/results/table2 beside this script]
 set -euo pipefail
 qtlab=${QTLAB:-build/qtlab}
 demo_dir=${DEMO_DIR:-runs/demo}
@@ -33,6 +38,7 @@ steps=${DEMO_STEPS:-600}
 threads=${DEMO_THREADS:-$(nproc)}
 extra=${DEMO_FLAGS:-}
 calibration_batches=${DEMO_CALIBRATION_BATCHES:-16}
+committed=${DEMO_COMMITTED_RESULTS:-$(dirname "$0")/../docs/results/table2}
 
 [ -x "$qtlab" ] || { echo "demo: $qtlab not found or not executable (run make cli)" >&2; exit 1; }
 read -ra extra_flags <<< "$extra"
@@ -67,4 +73,10 @@ done
 echo "== report"
 "$qtlab" report --threads "$threads" --out "$demo_dir/report" \
   "$demo_dir/vanilla" "$demo_dir/clipped" "$demo_dir/gated"
+if compgen -G "$committed/*.jsonl" > /dev/null; then
+  echo "== beside the demo's rows above: the committed long runs (not this demo's)"
+  "$qtlab" results --rows "$committed"
+else
+  echo "== no committed long-run results in $committed"
+fi
 echo "demo: done in $(( ($(date +%s) - start) / 60 )) min; open $demo_dir/report/report.md"
