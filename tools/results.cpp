@@ -282,9 +282,10 @@ std::string mechanism_markdown(
       }
   std::string md =
       "\nNo-op mechanism (paper §3) per run and step, token set S (text: the delimiters; images: "
-      "the CLS token and the background patches): % of the analysed tokens in S, % of the 6σ "
-      "outliers (FFN and block outputs) on S, the correlation over all heads of the attention "
-      "mass on S with the value-norm ratio ‖v‖ on S / off S (the paper predicts < 0), and the "
+      "the CLS token and the background patches): % of the analysed tokens in S (attention "
+      "spread uniformly would put about this share on S), % of the 6σ outliers (FFN and block "
+      "outputs) on S, the correlation over all heads of the attention mass on S with the "
+      "value-norm ratio ‖v‖ on S / off S (the paper predicts < 0), and the "
       "three heads with most mass on S: layer.head, mass, ‖v‖ ratio, gate π on S / off S (gated "
       "runs).\n\n";
   if (rows.empty())
