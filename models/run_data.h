@@ -34,6 +34,7 @@ struct RunData {
   data::BatchBuilder validation_batch;  // (sample indices, ignored) -> batch, always epoch 0
   int64_t tokens_per_sample = 0;        // T for text, patches + 1 for images (throughput figures)
   std::string tokenizer_path;           // text only: the tokenizer file the run used
+  std::string tokenizer_fingerprint;    // text only: its data::Tokenizer::fingerprint()
   std::string description;              // one line for the log
 };
 
