@@ -248,12 +248,14 @@ TEST_CASE(
   auto dropout_state = std::make_shared<nn::DropoutState>();
   TinyModel model(3, dropout_state);
   auto adamw = make_optimizer(model);
+  train(model, *adamw, *dropout_state, 0, 2);  // AdamW's moments exist after a step
   const std::string path = temp_path("finite.safetensors");
   qt::models::save_training_checkpoint(path, model, *adamw, qt::models::TrainingState{}, "{}");
   SafeTensors file = load_safetensors(path);
   const std::string corrupt = temp_path("not_finite.safetensors");
   const auto poison = [&](const std::string& name, double value) {
     SafeTensors copy = file;
+    REQUIRE(copy.contains(name));
     for (auto& [tensor_name, tensor] : copy.tensors)
       if (tensor_name == name) {
         tensor = ops::clone(tensor);

@@ -61,6 +61,10 @@ int main(int argc, char** argv) {
   add_logits_command(app);
   add_check_command(app);
   require_positive_threads(app);
+  // Command-line errors read like every other error ("error: --threads: Value -3 not in range").
+  app.failure_message([](const CLI::App* failed, const CLI::Error& e) {
+    return "error: " + CLI::FailureMessage::simple(failed, e);
+  });
   app.parse_complete_callback(
       [&app] { qt::distributed::check_identical("the command line", launch_entries(app)); });
   try {
