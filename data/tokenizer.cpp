@@ -11,6 +11,7 @@
 #include "data/pretokenize.h"
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
+#include "tensor/json_parse.h"
 #include "tensor/threads.h"
 
 namespace qt::data {
@@ -168,27 +169,22 @@ Tokenizer Tokenizer::load(const std::string& path) {
   QT_CHECK(in.is_open(), "{}: cannot open '{}'", op, path);
   std::stringstream buffer;
   buffer << in.rdbuf();
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(buffer.str());
-  } catch (const nlohmann::json::exception& error) {
-    fail("{}: '{}' is not valid JSON: {}", op, path, error.what());
-  }
+  const nlohmann::json json = parse_json(buffer.str(), fmt::format("{}: '{}'", op, path));
   QT_CHECK(json.is_object(), "{}: '{}' must hold a JSON object", op, path);
   auto field = [&](const char* key) -> const nlohmann::json& {
     QT_CHECK(json.contains(key), "{}: '{}' has no \"{}\" field", op, path, key);
     return json.at(key);
   };
   QT_CHECK(field("format") == kFormatName, "{}: '{}' is not a {} vocabulary (format {})", op, path,
-           kFormatName, field("format").dump());
+           kFormatName, json_excerpt(field("format")));
   QT_CHECK(field("version") == kFormatVersion, "{}: '{}' has version {}, this build reads {}", op,
-           path, field("version").dump(), kFormatVersion);
+           path, json_excerpt(field("version")), kFormatVersion);
   const nlohmann::json& specials = field("special_tokens");
   bool specials_match = specials.is_array() && specials.size() == kNumSpecialTokens;
   for (int i = 0; specials_match && i < kNumSpecialTokens; ++i)
     specials_match = specials[i] == kSpecialTokenNames[i];
   QT_CHECK(specials_match, "{}: '{}' special_tokens {} differ from [\"{}\"]", op, path,
-           specials.dump(), fmt::join(kSpecialTokenNames, "\", \""));
+           json_excerpt(specials), fmt::join(kSpecialTokenNames, "\", \""));
 
   const nlohmann::json& merge_list = field("merges");
   QT_CHECK(merge_list.is_array(), "{}: '{}': \"merges\" must be an array", op, path);
@@ -198,11 +194,12 @@ Tokenizer Tokenizer::load(const std::string& path) {
     const nlohmann::json& merge = merge_list[r];
     QT_CHECK(merge.is_array() && merge.size() == 2 && merge[0].is_number_integer() &&
                  merge[1].is_number_integer(),
-             "{}: '{}': merge {} must be a pair of integer ids, got {}", op, path, r, merge.dump());
+             "{}: '{}': merge {} must be a pair of integer ids, got {}", op, path, r,
+             json_excerpt(merge));
     const int64_t left = merge[0].get<int64_t>();
     const int64_t right = merge[1].get<int64_t>();
     QT_CHECK(left >= 0 && left <= INT32_MAX && right >= 0 && right <= INT32_MAX,
-             "{}: '{}': merge {} = {} has an id out of range", op, path, r, merge.dump());
+             "{}: '{}': merge {} = {} has an id out of range", op, path, r, json_excerpt(merge));
     merges.emplace_back(static_cast<int32_t>(left), static_cast<int32_t>(right));
   }
   Tokenizer tokenizer = [&] {
@@ -214,11 +211,11 @@ Tokenizer Tokenizer::load(const std::string& path) {
   }();
   const nlohmann::json& vocab = field("vocab_size");
   QT_CHECK(vocab.is_number_integer() && vocab.get<int64_t>() == tokenizer.vocab_size(),
-           "{}: '{}' says vocab_size {} but its {} merges give {}", op, path, vocab.dump(),
+           "{}: '{}' says vocab_size {} but its {} merges give {}", op, path, json_excerpt(vocab),
            tokenizer.merges().size(), tokenizer.vocab_size());
   QT_CHECK(field("fingerprint") == tokenizer.fingerprint(),
            "{}: '{}' fingerprint {} does not match its merges ({}): the file was altered", op, path,
-           field("fingerprint").dump(), tokenizer.fingerprint());
+           json_excerpt(field("fingerprint")), tokenizer.fingerprint());
   return tokenizer;
 }
 

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "tensor/error.h"
+#include "tensor/json_parse.h"
 
 namespace qt::models {
 
@@ -32,7 +33,7 @@ std::function<json(const RunConfig&)> getter(T& (*access)(RunConfig&)) {
 }
 
 [[noreturn]] void bad_value(const std::string& key, const json& value, const std::string& want) {
-  fail("config: {} = {} is not valid: expected {}", key, value.dump(), want);
+  fail("config: {} = {} is not valid: expected {}", key, json_excerpt(value), want);
 }
 
 Field integer_field(const std::string& key, const std::string& help, int64_t& (*access)(RunConfig&),
@@ -51,8 +52,11 @@ Field integer_field(const std::string& key, const std::string& help, int64_t& (*
 Field seed_field(const std::string& key, const std::string& help, uint64_t& (*access)(RunConfig&)) {
   return {key, help,
           [=](RunConfig& c, const json& v) {
-            if (!v.is_number_integer() || v.get<int64_t>() < 0)
-              bad_value(key, v, "a non-negative integer");
+            // nlohmann reads every non-negative integer text as unsigned (so seeds up to 2^64 - 1
+            // arrive here as such); a signed integer is accepted when it is not negative.
+            const bool non_negative =
+                v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0);
+            if (!non_negative) bad_value(key, v, "an integer in [0, 2^64 - 1]");
             access(c) = v.get<uint64_t>();
           },
           getter(access)};
@@ -234,6 +238,9 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 const Field& find_field(const std::string& key) {
   for (const Field& f : fields())
     if (f.key == key) return f;
+  // No key is longer than 40 characters: a long text is no misspelling worth ranking.
+  if (key.size() > 100)
+    fail("config: unknown key '{}' (`qtlab pretrain --list-keys` lists all)", excerpt(key));
   std::vector<std::pair<size_t, std::string>> ranked;
   for (const Field& f : fields()) ranked.emplace_back(edit_distance(key, f.key), f.key);
   std::sort(ranked.begin(), ranked.end());
@@ -252,6 +259,9 @@ json parse_text_value(const std::string& text) {
   const char* end = text.data() + text.size();
   if (auto [p, ec] = std::from_chars(text.data(), end, integer); ec == std::errc() && p == end)
     return integer;
+  uint64_t large = 0;  // 2^63 .. 2^64 - 1 (seeds)
+  if (auto [p, ec] = std::from_chars(text.data(), end, large); ec == std::errc() && p == end)
+    return large;
   double real = 0;
   if (auto [p, ec] = std::from_chars(text.data(), end, real); ec == std::errc() && p == end)
     return real;
@@ -373,9 +383,12 @@ void apply_json(RunConfig& config, const nlohmann::json& object) {
   flatten(object, "", entries);
   for (const auto& [key, value] : entries) {
     const Field& field = find_field(key);
-    // Integers written as 3.0 in a file are accepted for integer fields.
-    if (field.get(config).is_number_integer() && value.is_number_float() &&
-        std::floor(value.get<double>()) == value.get<double>()) {
+    // Integers written as 3.0 in a file are accepted for integer fields. Only below 2^53 in
+    // magnitude, where every such double is an exact integer, and so far inside int64's range that
+    // the cast is defined; 1e30 stays a number and the field's check rejects it as written.
+    const double x = value.is_number_float() ? value.get<double>() : 0.0;
+    if (field.get(config).is_number_integer() && value.is_number_float() && std::floor(x) == x &&
+        std::fabs(x) <= 9007199254740992.0) {
       field.set(config, json(static_cast<int64_t>(value.get<double>())));
     } else {
       field.set(config, value);
@@ -388,12 +401,7 @@ RunConfig load_config_file(const std::string& path, const RunConfig& base) {
   QT_CHECK(in.good(), "config: cannot open '{}'", path);
   std::stringstream text;
   text << in.rdbuf();
-  json object;
-  try {
-    object = json::parse(text.str());
-  } catch (const json::parse_error& e) {
-    fail("config: '{}' is not valid JSON: {}", path, e.what());
-  }
+  json object = parse_json(text.str(), fmt::format("config: '{}'", path));
   QT_CHECK(object.is_object(), "config: '{}' must hold a JSON object", path);
   RunConfig config = base;
   if (object.contains("preset")) {
@@ -425,6 +433,24 @@ void validate(const RunConfig& c) {
              "config: model.family = {} needs data.dataset = text or synthetic, not {}",
              family_name(m.family), c.data.dataset);
   }
+  // Settings the chosen variant ignores are refused rather than silently dropped: a run asked for
+  // them and would not get them. (alpha > 0 selects clipped softmax itself; nn/clipped_softmax.h.)
+  if (m.alpha > 0)
+    QT_CHECK(m.gamma == 0.0 && m.zeta == 1.0,
+             "config: model.gamma = {} / model.zeta = {} (--gamma / --zeta) contradict model.alpha "
+             "= {} (--alpha), which sets gamma = -alpha / T and zeta = 1; give one or the other",
+             m.gamma, m.zeta, m.alpha);
+  else if (m.softmax == nn::SoftmaxKind::vanilla)
+    QT_CHECK(m.gamma == 0.0 && m.zeta == 1.0,
+             "config: model.gamma = {} / model.zeta = {} (--gamma / --zeta) have no effect with "
+             "model.softmax = vanilla (--attn vanilla); use model.softmax = clipped, or leave "
+             "gamma at 0 and zeta at 1",
+             m.gamma, m.zeta);
+  if (m.gate == nn::GateKind::none)
+    QT_CHECK(m.gate_pi_init == ModelConfig{}.gate_pi_init && m.gate_mlp_hidden == 0,
+             "config: model.gate_pi_init = {} / model.gate_mlp_hidden = {} (--pi-init) have no "
+             "effect with model.gate = none (no --gate); choose a gate, or leave them at {} and 0",
+             m.gate_pi_init, m.gate_mlp_hidden, ModelConfig{}.gate_pi_init);
   if (m.gate == nn::GateKind::mlp_per_head && m.gate_mlp_hidden == 0)
     QT_CHECK(m.hidden / m.heads >= 4,
              "config: model.gate = mlp with d_head = {} < 4 needs model.gate_mlp_hidden > 0",
@@ -456,6 +482,20 @@ std::vector<std::pair<std::string, std::string>> config_keys() {
   for (const Field& f : fields())
     out.emplace_back(f.key, fmt::format("{} (default {})", f.help, f.get(defaults).dump()));
   return out;
+}
+
+const std::vector<std::string>& keys_changeable_on_resume() {
+  static const std::vector<std::string> keys = {
+      "train.lr",         "train.schedule",     "train.min_lr_ratio",
+      "train.steps",      "train.clip_norm",    "train.log_every",
+      "train.eval_every", "train.eval_batches", "train.checkpoint_every",
+      "train.run_dir"};
+  return keys;
+}
+
+bool changeable_on_resume(const std::string& key) {
+  const std::vector<std::string>& keys = keys_changeable_on_resume();
+  return std::find(keys.begin(), keys.end(), key) != keys.end();
 }
 
 }  // namespace qt::models

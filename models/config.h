@@ -120,4 +120,11 @@ RunConfig from_json(const nlohmann::json& json);  // strict: unknown keys are er
 // All keys with their help text, for `qtlab pretrain --list-keys`.
 std::vector<std::pair<std::string, std::string>> config_keys();
 
+// The keys `pretrain --resume` may change: what neither shapes the model nor orders the data —
+// the learning rate and the schedule's tail (train.lr, train.schedule, train.min_lr_ratio,
+// train.steps), train.clip_norm, the log / evaluation / checkpoint intervals, train.run_dir. The
+// recovery after a divergence (a lower lr from the last checkpoint) is such a change.
+const std::vector<std::string>& keys_changeable_on_resume();
+bool changeable_on_resume(const std::string& key);
+
 }  // namespace qt::models

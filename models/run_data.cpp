@@ -203,6 +203,7 @@ RunData load_run_data(const RunConfig& config) {
   options.objective = causal ? data::TextObjective::causal_lm : data::TextObjective::masked_lm;
   data::TextData text = data::load_text_data(options);
   out.tokenizer_path = text.tokenizer_path;
+  out.tokenizer_fingerprint = text.tokenizer.fingerprint();
   set_text_builders(out, std::make_shared<const data::TokenBlocks>(std::move(text.train)),
                     std::make_shared<const data::TokenBlocks>(std::move(text.validation)), config);
   out.description =

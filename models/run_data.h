@@ -38,7 +38,8 @@ struct RunData {
   // Images only: the normalised value of a background pixel (u8 0, black), exactly as the
   // validation pipeline produces it; the outlier analysis finds background patches by it.
   std::optional<float> image_background;
-  std::string description;  // one line for the log
+  std::string tokenizer_fingerprint;  // text only: its data::Tokenizer::fingerprint()
+  std::string description;            // one line for the log
 };
 
 // Loads (text: tokenizes, training the tokenizer once if needed) everything the config names.

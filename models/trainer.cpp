@@ -10,14 +10,18 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <vector>
 
 #include "autograd/engine.h"
 #include "autograd/functions.h"
+#include "models/memory_estimate.h"
 #include "models/run_data.h"
+#include "models/saved_model.h"
 #include "models/training_checkpoint.h"
 #include "nn/checkpoint.h"
 #include "optim/adamw.h"
@@ -27,6 +31,8 @@
 #include "optim/schedule.h"
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
+#include "tensor/file_lock.h"
+#include "tensor/json_parse.h"
 #include "tensor/threads.h"
 
 namespace qt::models {
@@ -59,19 +65,35 @@ std::string config_key(std::string pointer) {
   return pointer.substr(1);
 }
 
-// The keys whose values differ between two resolved configs, "key: a -> b" each.
-std::vector<std::string> config_differences(const nlohmann::json& stored,
-                                            const nlohmann::json& current) {
-  std::vector<std::string> out;
+// One key whose value differs between the stored and the current configuration.
+struct ConfigChange {
+  std::string key;
+  nlohmann::json from, to;  // null: absent
+  std::string text() const {
+    return fmt::format("{}: {} -> {}", key, from.is_null() ? "(absent)" : json_excerpt(from),
+                       to.is_null() ? "(absent)" : json_excerpt(to));
+  }
+};
+
+// The keys whose values differ between two resolved configs.
+std::vector<ConfigChange> config_differences(const nlohmann::json& stored,
+                                             const nlohmann::json& current) {
+  std::vector<ConfigChange> out;
   const nlohmann::json a = stored.flatten(), b = current.flatten();
   for (const auto& [key, value] : b.items())
     if (!a.contains(key) || a[key] != value)
-      out.push_back(fmt::format("{}: {} -> {}", config_key(key),
-                                a.contains(key) ? a[key].dump() : "(absent)", value.dump()));
+      out.push_back({config_key(key), a.contains(key) ? a[key] : nlohmann::json(), value});
   for (const auto& [key, value] : a.items())
-    if (!b.contains(key))
-      out.push_back(fmt::format("{}: {} -> (absent)", config_key(key), value.dump()));
+    if (!b.contains(key)) out.push_back({config_key(key), value, nlohmann::json()});
   return out;
+}
+
+// The resolved config key by key, for the MPI launch check (distributed::check_identical).
+distributed::LaunchEntries config_entries(const nlohmann::json& config) {
+  distributed::LaunchEntries entries;
+  const nlohmann::json flat = config.flatten();  // items() of a temporary would dangle
+  for (const auto& [key, value] : flat.items()) entries.emplace_back(config_key(key), value.dump());
+  return entries;
 }
 
 // metrics.jsonl lines of steps <= `step` (a resumed run rewrites what came after its checkpoint).
@@ -81,8 +103,12 @@ void truncate_metrics(const std::string& path, int64_t step) {
   std::string line, kept;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
+    if (json_nesting_depth(line) > kMaxJsonDepth) continue;  // not a record we wrote
     const nlohmann::json object = nlohmann::json::parse(line, nullptr, false);
-    if (object.is_discarded() || !object.contains("step")) continue;  // a torn last line
+    // A torn last line (a killed run) is dropped.
+    if (object.is_discarded() || !object.is_object() || !object.contains("step") ||
+        !object["step"].is_number_integer())
+      continue;
     if (object["step"].get<int64_t>() <= step) kept += line + "\n";
   }
   write_text_atomically(path, kept);
@@ -150,40 +176,83 @@ namespace {
 
 // The files of a run directory (README, "Pretraining").
 struct RunFiles {
-  std::string dir, config, metrics, checkpoint;
+  std::string dir, config, metrics, checkpoint, config_changes, lock;
 };
 
 RunFiles run_files(const std::string& run_dir) {
-  return {run_dir, (fs::path(run_dir) / "config.json").string(),
-          (fs::path(run_dir) / "metrics.jsonl").string(), checkpoint_path(run_dir)};
+  const fs::path dir(run_dir);
+  return {run_dir,
+          (dir / "config.json").string(),
+          (dir / "metrics.jsonl").string(),
+          checkpoint_path(run_dir),
+          (dir / "config_changes.jsonl").string(),
+          (dir / "pretrain.lock").string()};
 }
 
-// Step 1. A resumed run needs its checkpoint and the same resolved configuration; a fresh run
-// needs a directory without a run in it, which the leader creates with config.json (and without a
-// stale metrics.jsonl).
-void prepare_run_directory(const RunFiles& files, const nlohmann::json& config_json,
-                           const std::string& config_text, bool resume, bool leader) {
+// What step 1 leaves behind: the directory's lock (leader) and, for a resumed run, the keys whose
+// values changed since the stored config.json.
+struct PreparedRunDirectory {
+  std::unique_ptr<FileLock> lock;
+  std::vector<ConfigChange> changes;
+  std::vector<std::string> removed_temporaries;
+};
+
+// Step 1. The leader locks the directory (a second training in it refuses, naming the first one's
+// PID) and removes the temporary files of killed writers. A resumed run needs its checkpoint and a
+// configuration that differs from the stored one only in keys that change neither the model nor
+// the data order (keys_changeable_on_resume); a fresh run needs a directory without a run in it,
+// which the leader creates with config.json (and without a stale metrics.jsonl).
+PreparedRunDirectory prepare_run_directory(const RunFiles& files, const nlohmann::json& config_json,
+                                           const std::string& config_text, bool resume,
+                                           bool leader) {
+  PreparedRunDirectory prepared;
+  if (leader) {
+    if (!resume) fs::create_directories(files.dir);
+    if (fs::is_directory(files.dir)) {
+      prepared.lock = std::make_unique<FileLock>(files.lock, "pretrain: " + files.dir);
+      prepared.removed_temporaries = remove_stale_temporaries(files.dir);
+    }
+  }
   if (resume) {
     QT_CHECK(fs::exists(files.checkpoint),
              "pretrain --resume: no checkpoint {} (start the run without --resume first)",
              files.checkpoint);
     QT_CHECK(fs::exists(files.config), "pretrain --resume: {} is missing", files.config);
-    const nlohmann::json stored =
-        nlohmann::json::parse(read_text_file(files.config), nullptr, false);
-    QT_CHECK(!stored.is_discarded(), "pretrain --resume: {} is not valid JSON", files.config);
-    const std::vector<std::string> differences = config_differences(stored, config_json);
-    QT_CHECK(differences.empty(),
-             "pretrain --resume: the configuration differs from the run's {}:\n  {}", files.config,
-             fmt::join(differences, "\n  "));
+    const nlohmann::json stored = parse_json_file(files.config, "pretrain --resume");
+    std::vector<std::string> refused;
+    for (ConfigChange& change : config_differences(stored, config_json)) {
+      if (changeable_on_resume(change.key))
+        prepared.changes.push_back(std::move(change));
+      else
+        refused.push_back(change.text());
+    }
+    QT_CHECK(refused.empty(),
+             "pretrain --resume: the configuration differs from the run's {} in keys that change "
+             "the model or the data order:\n  {}\n(a resumed run may change only {})",
+             files.config, fmt::join(refused, "\n  "),
+             fmt::join(keys_changeable_on_resume(), ", "));
   } else if (leader) {
     QT_CHECK(!fs::exists(files.checkpoint),
              "pretrain: {} already holds a run (checkpoint {}); use --resume to continue it or "
              "choose another train.run_dir",
              files.dir, files.checkpoint);
-    fs::create_directories(files.dir);
     write_text_atomically(files.config, config_text + "\n");
     if (fs::exists(files.metrics)) fs::remove(files.metrics);
+    if (fs::exists(files.config_changes)) fs::remove(files.config_changes);
   }
+  return prepared;
+}
+
+// A resumed run whose config changed records it: config.json becomes the new configuration and
+// config_changes.jsonl gains {"step": N, "changes": [{"key", "from", "to"}, ...]}, so the run's
+// history says which settings held from which step on.
+void record_config_changes(const RunFiles& files, const std::vector<ConfigChange>& changes,
+                           int64_t step, const std::string& config_text) {
+  nlohmann::json record = {{"step", step}, {"changes", nlohmann::json::array()}};
+  for (const ConfigChange& change : changes)
+    record["changes"].push_back({{"key", change.key}, {"from", change.from}, {"to", change.to}});
+  append_durably(files.config_changes, record.dump() + "\n");
+  write_text_atomically(files.config, config_text + "\n");
 }
 
 // The model, its optimizer and the step the loop starts at.
@@ -216,6 +285,10 @@ TrainingRun resume_or_initialise(const RunConfig& config, const RunFiles& files,
     const TrainingState state =
         load_training_checkpoint(files.checkpoint, *run.model, *run.optimizer);
     run.step = state.step;
+    QT_CHECK(run.step <= train.steps,
+             "pretrain --resume: {} holds step {}, beyond train.steps = {}; raise train.steps to "
+             "continue it",
+             files.checkpoint, run.step, train.steps);
     if (leader) truncate_metrics(files.metrics, run.step);
     progress.line(fmt::format("resumed {} at step {}", files.checkpoint, run.step));
   }
@@ -229,13 +302,42 @@ struct StepResult {
   double lr = 0;
 };
 
-// Step 3. One optimizer step on this rank's micro-batches: each micro-batch's mean loss is
-// weighted by its share of the global number of labelled positions N, so the gradient is that of
-// (sum of token losses) / N (the header); gradients averaged over ranks, clipped, AdamW at the
-// schedule's lr. A NaN / Inf loss or gradient norm stops before the optimizer step.
+// What the checkpoint file on disk holds, for the divergence message (-1: no checkpoint yet).
+struct CheckpointOnDisk {
+  std::string path;
+  int64_t step = -1;
+};
+
+// The message of a run stopped by a non-finite loss or gradient norm at the forward pass of the
+// state after `steps_done` steps, saying what the checkpoint on disk is and how to go on from it.
+std::string divergence_message(double loss, double grad_norm, int64_t steps_done,
+                               const CheckpointOnDisk& checkpoint, const std::string& run_dir,
+                               double lr) {
+  const std::string what = fmt::format(
+      "pretrain: the loss is {} and the gradient norm {} at step {}; stopped before the optimizer "
+      "step.",
+      loss, grad_norm, steps_done + 1);
+  if (checkpoint.step < 0) return what + " No checkpoint was written yet.";
+  if (checkpoint.step >= steps_done)
+    return what + fmt::format(
+                      " The checkpoint {} holds step {}, the very state whose forward pass gave "
+                      "this loss: resuming from it diverges again.",
+                      checkpoint.path, checkpoint.step);
+  return what + fmt::format(
+                    " The checkpoint {} holds step {}: its weights are finite and its own forward "
+                    "pass gave a finite loss. To continue from it with a lower learning rate: "
+                    "qtlab pretrain --resume --run-dir {} --set train.lr={:g} (or a smaller "
+                    "train.clip_norm)",
+                    checkpoint.path, checkpoint.step, run_dir, lr / 2);
+}
+
+// Step 3a. The gradients of one optimizer step on this rank's micro-batches: each micro-batch's
+// mean loss is weighted by its share of the global number of labelled positions N, so the gradient
+// is that of (sum of token losses) / N (the header); averaged over ranks and clipped. A NaN / Inf
+// loss or gradient norm throws; the weights and the optimizer are not touched here.
 StepResult training_step(const RunConfig& config, const TrainOptions& options, TrainingRun& run,
                          data::BatchLoader& loader, std::vector<Batch>& micro_batches,
-                         const optim::Schedule& schedule, const std::string& checkpoint_file) {
+                         const CheckpointOnDisk& checkpoint) {
   const TrainingConfig& train = config.train;
   const int rank = distributed::rank(), world = distributed::world_size();
   const int64_t step = run.step;
@@ -267,20 +369,18 @@ StepResult training_step(const RunConfig& config, const TrainOptions& options, T
   distributed::average_gradients(run.parameters);
   result.grad_norm = train.clip_norm > 0 ? optim::clip_grad_norm(run.parameters, train.clip_norm)
                                          : optim::gradient_norm(run.parameters);
-  if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
-    const bool have_checkpoint = fs::exists(checkpoint_file);
-    throw Error(fmt::format(
-        "pretrain: the loss is {} and the gradient norm {} at step {}; stopping before the "
-        "optimizer step. {} (try a lower train.lr or a stronger train.clip_norm)",
-        result.loss, result.grad_norm, step + 1,
-        have_checkpoint ? fmt::format("The last good checkpoint is {}.", checkpoint_file)
-                        : std::string("No checkpoint was written yet.")));
-  }
-  result.lr = optim::lr_at(schedule, step);
+  if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm))
+    throw Error(divergence_message(result.loss, result.grad_norm, step, checkpoint, train.run_dir,
+                                   train.lr));
+  return result;
+}
+
+// Step 3b. AdamW at the schedule's lr on the gradients of step 3a.
+void optimizer_step(TrainingRun& run, const optim::Schedule& schedule, StepResult& result) {
+  result.lr = optim::lr_at(schedule, run.step);
   run.optimizer->step(result.lr);
   run.optimizer->zero_grad();
   ++run.step;
-  return result;
 }
 
 // Throughput and time since the loop started, for the log lines.
@@ -320,11 +420,9 @@ void log_and_evaluate(const RunConfig& config, const RunFiles& files, const RunD
     progress.line(fmt::format("step {}/{}  loss {:.4f}  {}", step, train.steps, step_result.loss,
                               evaluation_summary(config.model.family, result.validation)));
   }
-  if (distributed::rank() == 0) {
-    std::ofstream metrics(files.metrics, std::ios::app);
-    metrics << record.dump() << "\n";
-    QT_CHECK(metrics.good(), "pretrain: cannot append to {}", files.metrics);
-  }
+  // Each record is on disk before the run goes on: a full disk stops the run here, at the step
+  // whose record failed, not at some later buffer flush.
+  if (distributed::rank() == 0) append_durably(files.metrics, record.dump() + "\n");
   window.window_start = Clock::now();
   window.steps = 0;
 }
@@ -344,11 +442,20 @@ TrainResult pretrain(const RunConfig& config, const TrainOptions& options) {
            micro_batch, world);
   const nlohmann::json config_json = to_json(config);
   const std::string config_text = config_json.dump(2);
-  distributed::check_identical("the resolved configuration", config_text);
+  // Everything that decides the sequence of steps (and so of collectives) must agree: the config
+  // key by key, whether the run resumes and where it stops; the resumed step is compared below.
+  distributed::LaunchEntries launch = config_entries(config_json);
+  launch.emplace_back("--resume", options.resume ? "given" : "not given");
+  launch.emplace_back("--stop-at", std::to_string(options.stop_at_step));
+  distributed::check_identical("the launch (configuration and flags)", launch);
+  check_training_fits(config, world);
 
   const RunFiles files = run_files(train.run_dir);
-  prepare_run_directory(files, config_json, config_text, options.resume, leader);
+  const PreparedRunDirectory prepared =
+      prepare_run_directory(files, config_json, config_text, options.resume, leader);
   Progress progress(leader && options.progress);
+  for (const std::string& removed : prepared.removed_temporaries)
+    progress.line(fmt::format("removed {}, left by a writer that was killed", removed));
 
   // The data (rank 0 first: it may train and save the tokenizer, which the others then load).
   RunData data;
@@ -361,6 +468,14 @@ TrainResult pretrain(const RunConfig& config, const TrainOptions& options) {
   progress.line(fmt::format("data: {}", data.description));
 
   TrainingRun run = resume_or_initialise(config, files, options.resume, leader, progress);
+  distributed::check_identical("the resumed step", {{"training.step", std::to_string(run.step)}});
+  if (!prepared.changes.empty()) {
+    std::vector<std::string> texts;
+    for (const ConfigChange& change : prepared.changes) texts.push_back(change.text());
+    if (leader) record_config_changes(files, prepared.changes, run.step, config_text);
+    progress.line(fmt::format("configuration changed at step {}: {} (recorded in {})", run.step,
+                              fmt::join(texts, ", "), files.config_changes));
+  }
   const optim::Schedule schedule = make_schedule(train);
   int64_t parameter_count = 0;
   for (const Tensor& p : run.parameters) parameter_count += p.numel();
@@ -370,6 +485,12 @@ TrainResult pretrain(const RunConfig& config, const TrainOptions& options) {
       family_name(config.model.family), config.model.layers, config.model.hidden,
       config.model.heads, nn::softmax_kind_name(config.model.softmax),
       nn::gate_kind_name(config.model.gate), parameter_count / 1e6, world, num_threads()));
+
+  const int64_t end_step =
+      options.stop_at_step >= 0 ? std::min(options.stop_at_step, train.steps) : train.steps;
+  QT_CHECK(end_step >= run.step,
+           "pretrain: --stop-at {} is before step {}, where the run's checkpoint {} already is",
+           options.stop_at_step, run.step, files.checkpoint);
 
   data::BatchLoaderOptions loader_options;
   loader_options.global_batch_size = micro_batch;
@@ -383,13 +504,28 @@ TrainResult pretrain(const RunConfig& config, const TrainOptions& options) {
            "pretrain: the training split has {} samples, fewer than one batch of {}",
            data.train_samples, micro_batch);
 
-  const auto save_checkpoint = [&](int64_t at_step) {
+  // Model files record the tokenizer their inputs were encoded with (text runs), so that eval and
+  // quantize refuse a data directory whose tokenizer differs (models/saved_model.h).
+  std::map<std::string, std::string> model_metadata;
+  if (!data.tokenizer_fingerprint.empty())
+    model_metadata[kTokenizerFingerprintKey] = data.tokenizer_fingerprint;
+
+  CheckpointOnDisk on_disk{files.checkpoint, options.resume ? run.step : -1};
+  const auto save_checkpoint = [&](TrainingState state) {
+    on_disk.step = state.step;
     if (!leader) return;
-    TrainingState state;
-    state.step = at_step;
-    state.dropout = *run.model->dropout_state;
+    // A state that is not finite is never written over the last one that was.
+    nn::check_finite(files.checkpoint, nn::model_tensors(*run.model), "pretrain: checkpoint");
+    nn::check_finite(files.checkpoint, run.optimizer->state_tensors(), "pretrain: checkpoint");
     state.dropout.seed = train.seed;  // every rank derives its own seed from it (training_step)
+    for (const auto& [key, value] : model_metadata) state.extra[key] = value;
     save_training_checkpoint(files.checkpoint, *run.model, *run.optimizer, state, config_text);
+  };
+  const auto current_state = [&] {
+    TrainingState state;
+    state.step = run.step;
+    state.dropout = *run.model->dropout_state;
+    return state;
   };
 
   TrainResult result;
@@ -398,8 +534,11 @@ TrainResult pretrain(const RunConfig& config, const TrainOptions& options) {
   LogWindow window;
   window.loop_start = window.window_start = Clock::now();
   window.first_step = run.step;
-  const int64_t end_step =
-      options.stop_at_step >= 0 ? std::min(options.stop_at_step, train.steps) : train.steps;
+  // A checkpoint step's state is written only once the next step's forward and backward pass on
+  // it gave a finite loss (before that step's optimizer update, while the weights are still that
+  // state): so the checkpoint on disk is never the state that diverged. The last step's state is
+  // written at once (nothing follows it here).
+  std::optional<TrainingState> pending;
   while (run.step < end_step) {
     if (rank == options.faults.fail_rank && run.step == options.faults.fail_at_step) {
       std::fprintf(stderr, "rank %d: simulated crash at step %lld (QTLAB_FAULT_INJECT)\n", rank,
@@ -407,8 +546,12 @@ TrainResult pretrain(const RunConfig& config, const TrainOptions& options) {
       std::fflush(stderr);
       std::_Exit(3);
     }
-    const StepResult step_result =
-        training_step(config, options, run, loader, micro_batches, schedule, files.checkpoint);
+    StepResult step_result = training_step(config, options, run, loader, micro_batches, on_disk);
+    if (pending) {
+      save_checkpoint(*pending);
+      pending.reset();
+    }
+    optimizer_step(run, schedule, step_result);
     ++window.steps;
     result.last_loss = step_result.loss;
     const int64_t step = run.step;
@@ -417,15 +560,32 @@ TrainResult pretrain(const RunConfig& config, const TrainOptions& options) {
     if (step % train.log_every == 0 || evaluate_now)
       log_and_evaluate(config, files, data, run, step_result, evaluate_now, tokens_per_step, window,
                        progress, result);
-    if (step % train.checkpoint_every == 0 || last) save_checkpoint(step);
+    if (last)
+      save_checkpoint(current_state());
+    else if (step % train.checkpoint_every == 0)
+      pending = current_state();
   }
-  if (leader && run.step == train.steps)
-    nn::save_model(final_model_path(files.dir), *run.model, config_text);
+  const int64_t trained = run.step - window.first_step;
+  const bool finished = run.step == train.steps;
+  if (leader && finished && trained > 0)
+    nn::save_model(final_model_path(files.dir), *run.model, config_text, model_metadata);
   result.steps = run.step;
+  result.steps_trained = trained;
   result.seconds = seconds_since(start);
-  progress.line(fmt::format("done: {} steps in {}; {} and {}", run.step,
-                            format_duration(result.seconds), files.checkpoint,
-                            final_model_path(files.dir)));
+  // Only what this invocation did: a run already at its end (or at --stop-at) wrote nothing.
+  if (trained == 0)
+    progress.line(fmt::format("nothing to do: the run is at step {} of {}{}; nothing written",
+                              run.step, train.steps,
+                              finished ? "" : fmt::format(" (--stop-at {})", end_step)));
+  else if (finished)
+    progress.line(fmt::format("done: {} steps in {}; wrote {} and {}", trained,
+                              format_duration(result.seconds), files.checkpoint,
+                              final_model_path(files.dir)));
+  else
+    progress.line(fmt::format(
+        "stopped at step {} of {} (--stop-at) after {} steps in {}; wrote "
+        "{} (continue with --resume)",
+        run.step, train.steps, trained, format_duration(result.seconds), files.checkpoint));
   return result;
 }
 

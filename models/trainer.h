@@ -18,17 +18,37 @@
 // Run directory (train.run_dir), written by rank 0 only:
 //   config.json          the resolved configuration (every key), written before the first step
 //   metrics.jsonl        one JSON object per log step: step, loss, lr, grad_norm, tokens_per_s,
-//                        elapsed_s; evaluation steps add val_loss and val_perplexity/val_accuracy
+//                        elapsed_s; evaluation steps add val_loss and val_perplexity/val_accuracy.
+//                        Every record is appended and fsynced before the run goes on, so a full
+//                        disk stops the run at once with an error naming the file.
 //   checkpoint.safetensors  the training checkpoint (model + AdamW state + step + dropout state),
-//                        every train.checkpoint_every steps and at the end, written atomically
-//   model.safetensors    the final model with the run config as metadata (for eval / quantize)
+//                        every train.checkpoint_every steps and at the end, written atomically;
+//                        a checkpoint step's state is written once the next step's forward and
+//                        backward pass on it gave a finite loss, and only with finite weights
+//   model.safetensors    the final model with the run config as metadata (for eval / quantize),
+//                        and for text runs the tokenizer's fingerprint ("tokenizer.fingerprint")
 //   tokenizer.json       text runs: a copy of the tokenizer the data was encoded with
+//   config_changes.jsonl resumed runs whose config changed: {"step", "changes": [{key, from, to}]}
+//   pretrain.lock        held (flock) by the leader while it trains: a second training in the
+//                        same directory refuses, naming the first one's PID
+// A starting or resuming run removes the "*.tmp.<pid>" files of writers that were killed.
 // --resume continues from checkpoint.safetensors: the config must equal the stored config.json
-// (differences are listed), metrics.jsonl is cut back to the checkpoint's step, and the remaining
-// steps are bit-identical to an uninterrupted run with the same thread count.
+// except in keys_changeable_on_resume() (lr, schedule tail, clip norm, intervals, run_dir; each
+// change is recorded in config_changes.jsonl and config.json is updated), metrics.jsonl is cut
+// back to the checkpoint's step, and the remaining steps are bit-identical to an uninterrupted run
+// with the same thread count (and the same config). The directory written is always
+// train.run_dir as given, never one named by a stored config.
+//
+// Under MPI every rank must be launched identically: the resolved config, --resume and --stop-at
+// are compared key by key before anything is written, the resumed step after the checkpoint is
+// read; a difference stops every rank with the first differing key and both values.
+//
+// Before anything is allocated the run's memory is estimated (models/memory_estimate.h) and a run
+// that cannot fit is refused with the estimate and what is available.
 //
 // A NaN or Inf loss or gradient norm stops the run before the optimizer step with an error naming
-// the step; the last good checkpoint stays in place.
+// the step and saying what the checkpoint on disk holds (by the rule above, a state whose own
+// forward pass was finite) and the command that continues from it with a lower learning rate.
 #pragma once
 
 #include <cstdint>
@@ -59,6 +79,7 @@ struct TrainOptions {
 
 struct TrainResult {
   int64_t steps = 0;            // optimizer steps completed (including resumed ones)
+  int64_t steps_trained = 0;    // of those, the ones this invocation trained (0: nothing to do)
   double last_loss = 0.0;       // training loss of the last step
   EvaluationResult validation;  // the final evaluation
   double seconds = 0.0;         // wall time of this invocation

@@ -97,6 +97,8 @@ TrainingState load_training_checkpoint(const std::string& path, nn::Module& mode
   // Check the model before touching anything; the optimizer validates and loads all-or-nothing.
   const nn::NamedTensors expected = nn::model_tensors(model);
   nn::check_matches_model(path, model_part, expected, op);
+  nn::check_finite(path, model_part, op);
+  nn::check_finite(path, optimizer_part, op);
   optimizer.load_state_tensors(optimizer_part);
   nn::copy_into_model(model_part, expected);
   return state;

@@ -1,10 +1,12 @@
 #include "nn/checkpoint.h"
 
+#include <cmath>
 #include <set>
 #include <utility>
 #include <vector>
 
 #include "autograd/node.h"
+#include "tensor/json_parse.h"
 #include "tensor/safetensors.h"
 #include "tensor/view.h"
 
@@ -16,6 +18,23 @@ constexpr const char* kModelFormat = "qtlab.model";
 
 bool starts_with(const std::string& text, const std::string& prefix) {
   return text.compare(0, prefix.size(), prefix) == 0;
+}
+
+// At most 20 names of a list, each cut short: a corrupt file can hold thousands of long names.
+std::string name_list(const std::vector<std::string>& names) {
+  std::vector<std::string> shown;
+  for (size_t i = 0; i < names.size() && i < 20; ++i) shown.push_back(excerpt(names[i], 100));
+  if (names.size() > shown.size()) shown.push_back(fmt::format("... ({} more)", names.size() - 20));
+  return fmt::format("{}", fmt::join(shown, ", "));
+}
+
+// The flat index of the first element of a contiguous float tensor that is NaN or Inf, or -1.
+template <typename T>
+int64_t first_non_finite(const Tensor& tensor) {
+  const T* data = tensor.data<T>();
+  for (int64_t i = 0; i < tensor.numel(); ++i)
+    if (!std::isfinite(data[i])) return i;
+  return -1;
 }
 
 }  // namespace
@@ -49,11 +68,10 @@ void check_matches_model(const std::string& path, const NamedTensors& stored,
     if (!expected_names.count(name)) unexpected.push_back(name);
   if (!missing.empty() || !mismatched.empty() || !unexpected.empty()) {
     std::vector<std::string> parts;
-    if (!missing.empty()) parts.push_back(fmt::format("missing: {}", fmt::join(missing, ", ")));
+    if (!missing.empty()) parts.push_back(fmt::format("missing: {}", name_list(missing)));
     if (!mismatched.empty())
-      parts.push_back(fmt::format("shape/dtype mismatch: {}", fmt::join(mismatched, ", ")));
-    if (!unexpected.empty())
-      parts.push_back(fmt::format("unexpected: {}", fmt::join(unexpected, ", ")));
+      parts.push_back(fmt::format("shape/dtype mismatch: {}", name_list(mismatched)));
+    if (!unexpected.empty()) parts.push_back(fmt::format("unexpected: {}", name_list(unexpected)));
     fail("{} '{}': the file does not match the model; {}", op, path, fmt::join(parts, "; "));
   }
 }
@@ -65,8 +83,26 @@ void copy_into_model(const NamedTensors& stored, const NamedTensors& expected) {
   for (const auto& [name, target] : expected) ops::copy_into(target, *stored_by_name.at(name));
 }
 
-void save_model(const std::string& path, const Module& model, const std::string& config_json) {
-  save_safetensors(path, model_tensors(model), {{"format", kModelFormat}, {"config", config_json}});
+void check_finite(const std::string& path, const NamedTensors& tensors, const char* op) {
+  for (const auto& [name, tensor] : tensors) {
+    if (tensor.dtype() != DType::f32 && tensor.dtype() != DType::f64) continue;
+    const Tensor dense = ops::contiguous(tensor);
+    const int64_t at = tensor.dtype() == DType::f32 ? first_non_finite<float>(dense)
+                                                    : first_non_finite<double>(dense);
+    if (at >= 0)
+      fail(
+          "{} '{}': tensor '{}' holds {} at element {} of {}: the weights are not finite (a "
+          "diverged or corrupted state), refused",
+          op, path, name, dense.at(unravel_index(at, dense.shape())), at, shape_str(dense.shape()));
+  }
+}
+
+void save_model(const std::string& path, const Module& model, const std::string& config_json,
+                const std::map<std::string, std::string>& extra_metadata) {
+  std::map<std::string, std::string> metadata = extra_metadata;
+  metadata["format"] = kModelFormat;
+  metadata["config"] = config_json;
+  save_safetensors(path, model_tensors(model), metadata);
 }
 
 std::string load_model(const std::string& path, Module& model) {
@@ -80,6 +116,7 @@ std::string load_model(const std::string& path, Module& model) {
       stored.emplace_back(name, tensor);
   const NamedTensors expected = model_tensors(model);
   check_matches_model(path, stored, expected, "load_model");
+  check_finite(path, stored, "load_model");
   copy_into_model(stored, expected);
   const auto config = file.metadata.find("config");
   return config == file.metadata.end() ? "" : config->second;

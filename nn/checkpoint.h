@@ -7,10 +7,11 @@
 // tensors plus tensors under the prefix "optimizer."; load_model reads the model part of either.
 //
 // Loading validates before it copies anything: every expected name present, shapes and dtypes
-// equal, no unexpected names; all mismatches are reported in one qt::Error. Values are copied into
-// the module's existing tensors in place.
+// equal, no unexpected names, every value finite; all mismatches are reported in one qt::Error.
+// Values are copied into the module's existing tensors in place.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "nn/module.h"
@@ -21,8 +22,10 @@ namespace qt::nn {
 inline constexpr const char* kTrainingFileFormat = "qtlab.training";
 inline constexpr const char* kTrainingExtraTensorPrefix = "optimizer.";
 
-// Writes the model's parameters and buffers (atomically) with `config_json` as metadata "config".
-void save_model(const std::string& path, const Module& model, const std::string& config_json);
+// Writes the model's parameters and buffers (atomically) with `config_json` as metadata "config"
+// and `extra_metadata` beside it (e.g. the tokenizer's fingerprint).
+void save_model(const std::string& path, const Module& model, const std::string& config_json,
+                const std::map<std::string, std::string>& extra_metadata = {});
 
 // Loads a model file (or the model part of a training checkpoint) into `model`; returns the stored
 // config string ("" if the file has none).
@@ -41,5 +44,8 @@ void check_matches_model(const std::string& path, const NamedTensors& stored,
                          const NamedTensors& expected, const char* op);
 // the stored values copied into the model's tensors in place (after check_matches_model).
 void copy_into_model(const NamedTensors& stored, const NamedTensors& expected);
+// Throws naming the first float tensor (and its first element) that holds a NaN or an Inf: a model
+// or optimizer state that is not finite computes nothing but NaN, so it is refused at loading.
+void check_finite(const std::string& path, const NamedTensors& tensors, const char* op);
 
 }  // namespace qt::nn

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
+#include <map>
 
 #include "tensor/error.h"
 #include "tensor/view.h"
@@ -163,19 +163,87 @@ void broadcast_parameters(const std::vector<Tensor>& parameters) {
 #endif
 }
 
-void check_identical(const std::string& what, const std::string& text) {
+#ifdef QTLAB_WITH_MPI
+namespace {
+
+// Entries as one text for the wire: key, value, key, value, ... each followed by a NUL.
+std::string serialize(const LaunchEntries& entries) {
+  std::string text;
+  for (const auto& [key, value] : entries) {
+    text += key;
+    text += '\0';
+    text += value;
+    text += '\0';
+  }
+  return text;
+}
+
+LaunchEntries deserialize(const std::string& text) {
+  LaunchEntries entries;
+  size_t at = 0;
+  while (at < text.size()) {
+    const size_t key_end = text.find('\0', at);
+    const size_t value_end = text.find('\0', key_end + 1);
+    entries.emplace_back(text.substr(at, key_end - at),
+                         text.substr(key_end + 1, value_end - key_end - 1));
+    at = value_end + 1;
+  }
+  return entries;
+}
+
+// "key = a on rank 0, b on rank r" for the first key whose value differs ("" when none does).
+std::string first_difference(const LaunchEntries& reference, const LaunchEntries& mine, int r) {
+  std::map<std::string, std::string> theirs(reference.begin(), reference.end());
+  std::map<std::string, std::string> ours(mine.begin(), mine.end());
+  const auto describe = [&](const std::string& key) {
+    const auto a = theirs.find(key), b = ours.find(key);
+    return fmt::format("{} = {} on rank 0, {} on rank {}", key,
+                       a == theirs.end() ? "(absent)" : a->second,
+                       b == ours.end() ? "(absent)" : b->second, r);
+  };
+  for (const auto& [key, value] : reference) {
+    const auto found = ours.find(key);
+    if (found == ours.end() || found->second != value) return describe(key);
+  }
+  for (const auto& [key, value] : mine)
+    if (!theirs.count(key)) return describe(key);
+  return "";
+}
+
+// `text` of rank `root` on every rank.
+std::string broadcast_text(const std::string& text, int root) {
+  unsigned long long length = text.size();
+  MPI_Bcast(&length, 1, MPI_UNSIGNED_LONG_LONG, root, MPI_COMM_WORLD);
+  QT_CHECK(length < (1ull << 30), "distributed: a {}-byte launch description is too long", length);
+  std::string out = my_rank == root ? text : std::string(length, '\0');
+  MPI_Bcast(out.data(), static_cast<int>(length), MPI_CHAR, root, MPI_COMM_WORLD);
+  return out;
+}
+
+}  // namespace
+#endif
+
+void check_identical(const std::string& what, const LaunchEntries& entries) {
 #ifdef QTLAB_WITH_MPI
   if (!active()) return;
-  // Compare a 64-bit hash and the length: cheap, and a mismatch is reported on every rank.
-  unsigned long long mine[2] = {std::hash<std::string>{}(text), text.size()};
-  std::vector<unsigned long long> all(2 * my_size);
-  MPI_Allgather(mine, 2, MPI_UNSIGNED_LONG_LONG, all.data(), 2, MPI_UNSIGNED_LONG_LONG,
-                MPI_COMM_WORLD);
-  for (int r = 1; r < my_size; ++r)
-    QT_CHECK(all[2 * r] == all[0] && all[2 * r + 1] == all[1],
-             "distributed: {} differs between rank 0 and rank {}; every rank must be started with "
-             "the same configuration",
-             what, r);
+  // Rank 0's entries go to every rank; each rank compares its own; the first rank that differs
+  // sends its description of the difference to all, so that every rank throws the same message
+  // (whichever rank's abort prints first, it names the key).
+  const LaunchEntries reference = deserialize(broadcast_text(serialize(entries), 0));
+  const std::string difference = my_rank == 0 ? "" : first_difference(reference, entries, my_rank);
+  int differs = difference.empty() ? 0 : 1;
+  std::vector<int> all(static_cast<size_t>(my_size));
+  MPI_Allgather(&differs, 1, MPI_INT, all.data(), 1, MPI_INT, MPI_COMM_WORLD);
+  for (int r = 1; r < my_size; ++r) {
+    if (all[static_cast<size_t>(r)] == 0) continue;
+    fail(
+        "distributed: {} differs between rank 0 and rank {}: {}; every rank must be started the "
+        "same way",
+        what, r, broadcast_text(difference, r));
+  }
+#else
+  (void)what;
+  (void)entries;
 #endif
 }
 

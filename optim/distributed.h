@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tensor/tensor.h"
@@ -37,9 +38,14 @@ void average_gradients(const std::vector<Tensor>& parameters);
 // Broadcasts rank 0's parameter values to every rank (start of training).
 void broadcast_parameters(const std::vector<Tensor>& parameters);
 
-// Throws (on every rank) when `text` differs between ranks — e.g. the resolved config — naming
-// `what` and the first differing rank.
-void check_identical(const std::string& what, const std::string& text);
+// Named values that must agree on every rank (the resolved config key by key, the subcommand, the
+// step a run resumes at, ...).
+using LaunchEntries = std::vector<std::pair<std::string, std::string>>;
+
+// Throws (on every rank, with the same message) when `entries` differ between ranks, naming
+// `what`, the first rank that differs from rank 0, the first differing key and both values —
+// "train.seed = 1 on rank 0, 2 on rank 1". Collective: every rank must call it at the same point.
+void check_identical(const std::string& what, const LaunchEntries& entries);
 
 // Prints "error (rank r): message" and terminates all ranks (or rethrows when not distributed).
 [[noreturn]] void abort_all(const std::string& message);

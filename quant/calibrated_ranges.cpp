@@ -6,6 +6,7 @@
 
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
+#include "tensor/json_parse.h"
 
 namespace qt::quant {
 namespace {
@@ -115,9 +116,9 @@ CalibratedRanges load_calibrated_ranges(const std::string& path) {
   QT_CHECK(in.is_open(), "load_calibrated_ranges: cannot open '{}'", path);
   std::stringstream buffer;
   buffer << in.rdbuf();
-  const nlohmann::json j = nlohmann::json::parse(buffer.str(), nullptr, false);
-  QT_CHECK(!j.is_discarded() && j.is_object(), "load_calibrated_ranges: {} is not a JSON object",
-           path);
+  const nlohmann::json j =
+      parse_json(buffer.str(), fmt::format("load_calibrated_ranges: {}", path));
+  QT_CHECK(j.is_object(), "load_calibrated_ranges: {} is not a JSON object", path);
   QT_CHECK(j.contains("format") && j["format"] == kFormat,
            "load_calibrated_ranges: {} is not a qtlab ranges file (format must be '{}')", path,
            kFormat);

@@ -12,6 +12,7 @@
 
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
+#include "tensor/json_parse.h"
 #include "tensor/sha256.h"
 
 namespace qt::quant {
@@ -274,12 +275,8 @@ void write_tensor_dump(const std::string& dir, TensorDump& dump) {
 TensorDump read_tensor_dump(const std::string& dir) {
   const std::filesystem::path manifest_path = std::filesystem::path(dir) / "manifest.json";
   const std::string where = "tensor dump " + manifest_path.string();
-  nlohmann::json manifest;
-  try {
-    manifest = nlohmann::json::parse(read_bytes(manifest_path, "tensor dump " + dir));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", where, e.what());
-  }
+  const nlohmann::json manifest =
+      parse_json(read_bytes(manifest_path, "tensor dump " + dir), where);
   const std::string format = string_field(manifest, "format", where);
   QT_CHECK(format == kDumpFormat, "{}: format \"{}\", expected \"{}\"", where, format, kDumpFormat);
   const int64_t version = integer_field(manifest, "version", where);

@@ -3,7 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 
@@ -16,6 +19,12 @@ namespace {
 std::string errno_text(int error) {
   return std::strerror(error);
 }
+
+// The temporary name of `path` written by process `pid` (step 1 in atomic_file.h).
+std::string temporary_path(const std::string& path, long pid) {
+  return path + ".tmp." + std::to_string(pid);
+}
+constexpr std::string_view kTemporaryMarker = ".tmp.";
 
 // fsync a directory so that a rename inside it is durable.
 void sync_directory(const std::string& directory, const std::string& path) {
@@ -40,7 +49,7 @@ void FileWriter::write(const void* data, size_t n) {
     const ssize_t written = ::write(fd_, bytes, n);
     if (written < 0) {
       if (errno == EINTR) continue;
-      fail("write_file_atomically '{}': write failed after {} bytes: {}", path_, bytes_written_,
+      fail("{} '{}': write failed after {} bytes: {}", op_, path_, bytes_written_,
            errno_text(errno));
     }
     bytes += written;
@@ -51,7 +60,7 @@ void FileWriter::write(const void* data, size_t n) {
 
 void write_file_atomically(const std::string& path, const std::function<void(FileWriter&)>& write) {
   QT_CHECK(!path.empty(), "write_file_atomically: empty path");
-  const std::string temporary = path + ".tmp." + std::to_string(::getpid());
+  const std::string temporary = temporary_path(path, ::getpid());
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   const std::string directory = parent.empty() ? std::string(".") : parent.string();
 
@@ -80,6 +89,39 @@ void write_file_atomically(const std::string& path, const std::function<void(Fil
 
 void write_text_atomically(const std::string& path, const std::string& text) {
   write_file_atomically(path, [&text](FileWriter& out) { out.write(text.data(), text.size()); });
+}
+
+void append_durably(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) fail("append_durably '{}': cannot open: {}", path, errno_text(errno));
+  try {
+    FileWriter(fd, path, "append_durably").write(text.data(), text.size());
+    if (::fsync(fd) != 0) fail("append_durably '{}': fsync failed: {}", path, errno_text(errno));
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (::close(fd) != 0) fail("append_durably '{}': close failed: {}", path, errno_text(errno));
+}
+
+std::vector<std::string> remove_stale_temporaries(const std::string& directory) {
+  std::vector<std::string> removed;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(directory, error)) {
+    if (!entry.is_regular_file(error)) continue;
+    const std::string name = entry.path().filename().string();
+    const size_t marker = name.rfind(kTemporaryMarker);
+    if (marker == std::string::npos || marker == 0) continue;
+    const std::string_view digits = std::string_view(name).substr(marker + kTemporaryMarker.size());
+    long pid = 0;
+    const auto [end, parsed] = std::from_chars(digits.data(), digits.data() + digits.size(), pid);
+    if (parsed != std::errc() || end != digits.data() + digits.size() || pid <= 0) continue;
+    // kill(pid, 0) probes without signalling: ESRCH means no such process, so nobody is writing
+    // the file any more. (EPERM: the process exists under another user; leave its file.)
+    if (pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    if (std::filesystem::remove(entry.path(), error)) removed.push_back(entry.path().string());
+  }
+  return removed;
 }
 
 }  // namespace qt

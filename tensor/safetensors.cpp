@@ -20,6 +20,7 @@
 #include <set>
 
 #include "tensor/atomic_file.h"
+#include "tensor/json_parse.h"
 #include "tensor/view.h"
 
 namespace qt {
@@ -100,7 +101,7 @@ bool read_unsigned(const Json& value, uint64_t& out) {
 
 HeaderEntry parse_entry(const std::string& path, const std::string& name, const Json& info) {
   const auto where = [&]() {
-    return fmt::format("load_safetensors '{}': tensor '{}'", path, name);
+    return fmt::format("load_safetensors '{}': tensor '{}'", path, excerpt(name));
   };
   QT_CHECK(info.is_object(), "{}: the header entry is not a JSON object", where());
   for (const char* key : {"dtype", "shape", "data_offsets"})
@@ -111,7 +112,7 @@ HeaderEntry parse_entry(const std::string& path, const std::string& name, const 
   QT_CHECK(dtype.is_string(), "{}: 'dtype' is not a string", where());
   QT_CHECK(parse_safetensors_code(dtype.get<std::string>(), entry.dtype),
            "{}: unsupported dtype '{}' (supported: F32 F64 I8 U8 I32 I64)", where(),
-           dtype.get<std::string>());
+           excerpt(dtype.get<std::string>()));
 
   const Json& shape = info["shape"];
   QT_CHECK(shape.is_array(), "{}: 'shape' is not an array", where());
@@ -119,11 +120,12 @@ HeaderEntry parse_entry(const std::string& path, const std::string& name, const 
   for (const Json& dim : shape) {
     uint64_t size = 0;
     QT_CHECK(read_unsigned(dim, size),
-             "{}: shape {} has an entry that is not a non-negative integer", where(), shape.dump());
+             "{}: shape {} has an entry that is not a non-negative integer", where(),
+             json_excerpt(shape));
     QT_CHECK(size <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) &&
                  (size == 0 ||
                   numel <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / size),
-             "{}: shape {} is too large", where(), shape.dump());
+             "{}: shape {} is too large", where(), json_excerpt(shape));
     numel *= size;
     entry.shape.push_back(static_cast<int64_t>(size));
   }
@@ -131,7 +133,8 @@ HeaderEntry parse_entry(const std::string& path, const std::string& name, const 
   const Json& offsets = info["data_offsets"];
   QT_CHECK(offsets.is_array() && offsets.size() == 2 && read_unsigned(offsets[0], entry.begin) &&
                read_unsigned(offsets[1], entry.end),
-           "{}: 'data_offsets' must be two non-negative integers, got {}", where(), offsets.dump());
+           "{}: 'data_offsets' must be two non-negative integers, got {}", where(),
+           json_excerpt(offsets));
   QT_CHECK(entry.begin <= entry.end, "{}: data_offsets [{}, {}] end before they begin", where(),
            entry.begin, entry.end);
   const uint64_t itemsize = dtype_size(entry.dtype);
@@ -254,12 +257,7 @@ ParsedHeader read_header(const std::string& path, std::ifstream& in) {
   QT_CHECK(in.good(), "load_safetensors '{}': reading the {}-byte header failed", path,
            header_size);
 
-  Json header;
-  try {
-    header = Json::parse(text);
-  } catch (const Json::exception& e) {
-    fail("load_safetensors '{}': the header is not valid JSON: {}", path, e.what());
-  }
+  const Json header = parse_json(text, fmt::format("load_safetensors '{}': the header", path));
   QT_CHECK(header.is_object(), "load_safetensors '{}': the header is not a JSON object", path);
 
   ParsedHeader result;
@@ -271,7 +269,7 @@ ParsedHeader read_header(const std::string& path, std::ifstream& in) {
                path);
       for (const auto& [key, value] : info.items()) {
         QT_CHECK(value.is_string(), "load_safetensors '{}': metadata '{}' is not a string", path,
-                 key);
+                 excerpt(key));
         result.metadata[key] = value.get<std::string>();
       }
       continue;
@@ -289,14 +287,14 @@ ParsedHeader read_header(const std::string& path, std::ifstream& in) {
     QT_CHECK(
         entry.begin == expected_begin,
         "load_safetensors '{}': tensor '{}' data_offsets [{}, {}] {} (expected it to begin at {})",
-        path, entry.name, entry.begin, entry.end,
+        path, excerpt(entry.name), entry.begin, entry.end,
         entry.begin < expected_begin ? "overlap the previous tensor" : "leave a gap",
         expected_begin);
     QT_CHECK(
         entry.end <= data_size,
         "load_safetensors '{}': tensor '{}' data_offsets [{}, {}] run past the end of the data "
         "section ({} bytes): the file is truncated",
-        path, entry.name, entry.begin, entry.end, data_size);
+        path, excerpt(entry.name), entry.begin, entry.end, data_size);
     expected_begin = entry.end;
   }
   QT_CHECK(

@@ -6,6 +6,7 @@
 // nothing modified.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -240,4 +241,35 @@ TEST_CASE("checkpoint: training checkpoint errors") {
       qt::models::save_training_checkpoint(temp_path("clash.safetensors"), nested, nested_sgd,
                                            qt::models::TrainingState{}, "{}"),
       doctest::Contains("clashes"), Error);
+}
+
+TEST_CASE(
+    "checkpoint: weights or optimizer state holding NaN or Inf are refused, naming the tensor") {
+  auto dropout_state = std::make_shared<nn::DropoutState>();
+  TinyModel model(3, dropout_state);
+  auto adamw = make_optimizer(model);
+  train(model, *adamw, *dropout_state, 0, 2);  // AdamW's moments exist after a step
+  const std::string path = temp_path("finite.safetensors");
+  qt::models::save_training_checkpoint(path, model, *adamw, qt::models::TrainingState{}, "{}");
+  SafeTensors file = load_safetensors(path);
+  const std::string corrupt = temp_path("not_finite.safetensors");
+  const auto poison = [&](const std::string& name, double value) {
+    SafeTensors copy = file;
+    REQUIRE(copy.contains(name));
+    for (auto& [tensor_name, tensor] : copy.tensors)
+      if (tensor_name == name) {
+        tensor = ops::clone(tensor);
+        tensor.data<float>()[1] = static_cast<float>(value);
+      }
+    save_safetensors(corrupt, copy.tensors, copy.metadata);
+  };
+  TinyModel target(4, dropout_state);
+  poison("first.weight", std::nan(""));
+  CHECK_THROWS_WITH_AS(nn::load_model(corrupt, target),
+                       doctest::Contains("tensor 'first.weight' holds nan at element 1"), Error);
+  CHECK_THROWS_WITH_AS(qt::models::load_training_checkpoint(corrupt, target, *adamw),
+                       doctest::Contains("'first.weight' holds nan"), Error);
+  poison("optimizer.v.second.bias", INFINITY);
+  CHECK_THROWS_WITH_AS(qt::models::load_training_checkpoint(corrupt, target, *adamw),
+                       doctest::Contains("'v.second.bias' holds inf"), Error);
 }

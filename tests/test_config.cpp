@@ -7,6 +7,7 @@
 
 #include "models/config.h"
 #include "tensor/error.h"
+#include "tests/mutations.h"
 #include "tests/test_util.h"
 
 using namespace qt;
@@ -124,4 +125,67 @@ TEST_CASE("config: cross-field validation") {
   RunConfig t = preset("bert-mini");
   t.data.dataset = "mnist";
   CHECK(error_of([&] { validate(t); }).find("needs data.dataset = text") != std::string::npos);
+}
+
+TEST_CASE("config: settings the chosen variant ignores are refused, naming both keys and flags") {
+  RunConfig c = preset("bert-mini");
+  c.model.gamma = -0.1;  // --attn vanilla --gamma -0.1
+  const std::string vanilla = error_of([&] { validate(c); });
+  CHECK(vanilla.find("model.gamma = -0.1") != std::string::npos);
+  CHECK(vanilla.find("--attn vanilla") != std::string::npos);
+  c.model.softmax = qt::nn::SoftmaxKind::clipped;
+  CHECK(error_of([&] { validate(c); }).empty());
+  c.model.alpha = 12;  // alpha sets gamma itself
+  CHECK(error_of([&] { validate(c); }).find("--alpha") != std::string::npos);
+  RunConfig g = preset("bert-mini");
+  g.model.gate_pi_init = 0.25;  // --pi-init without --gate
+  CHECK(error_of([&] { validate(g); }).find("model.gate = none") != std::string::npos);
+  g.model.gate = qt::nn::GateKind::linear_per_head;
+  CHECK(error_of([&] { validate(g); }).empty());
+}
+
+TEST_CASE("config: seeds cover all of uint64; out-of-range numbers are reported as written") {
+  RunConfig c;
+  set_assignment(c, "train.seed=9223372036854775808");  // 2^63, once rejected as "negative"
+  CHECK(c.train.seed == 9223372036854775808ull);
+  set_assignment(c, "train.seed=18446744073709551615");
+  CHECK(c.train.seed == 18446744073709551615ull);
+  apply_json(c, nlohmann::json::parse(R"({"train": {"seed": 18446744073709551615}})"));
+  CHECK(c.train.seed == 18446744073709551615ull);
+  CHECK(error_of([&] { set_assignment(c, "train.seed=-1"); }).find("train.seed = -1") !=
+        std::string::npos);
+  CHECK(error_of([&] {
+          set_assignment(c, "train.seed=18446744073709551616");
+        }).find("train.seed") != std::string::npos);
+  // 1e30 reached an undefined double -> int64 cast and was reported as some other number.
+  const std::string huge = error_of(
+      [&] { load_config_file(write_temp("huge.json", R"({"model": {"layers": 1e30}})")); });
+  CHECK(huge.find("model.layers = 1e+30") != std::string::npos);
+  CHECK(error_of([&] {
+          load_config_file(write_temp("negative-huge.json", R"({"train": {"steps": -1e19}})"));
+        }).find("train.steps = -1e+19") != std::string::npos);
+}
+
+TEST_CASE("config: a deeply nested config file is an error, not a stack overflow") {
+  const std::string deep = write_temp(
+      "deep.json", "{\"model\": " + std::string(100000, '{') + std::string(100000, '}') + "}");
+  CHECK(error_of([&] { load_config_file(deep); }).find("nests 100001 levels") != std::string::npos);
+  // A key of 3 MB is quoted in part.
+  const std::string long_key =
+      write_temp("long-key.json", "{\"" + std::string(3'000'000, 'k') + "\": 1}");
+  const std::string message = error_of([&] { load_config_file(long_key); });
+  CHECK(message.find("unknown key") != std::string::npos);
+  CHECK(message.size() < 1000);
+  // The error for an unknown key suggests a command that exists (`pretrain --list-keys`).
+  RunConfig c;
+  CHECK(error_of([&] { set_assignment(c, "model.hiden=1"); }).find("--list-keys") !=
+        std::string::npos);
+}
+
+TEST_CASE("config: fuzz — 300 mutations of a valid config file load or throw qt::Error") {
+  const std::string valid = to_json(preset("opt-mini")).dump(2);
+  const qt::test::FuzzOutcome outcome =
+      qt::test::fuzz_reader(valid, (test::scratch_directory("config") / "fuzz.json").string(), 300,
+                            7, [](const std::string& file) { validate(load_config_file(file)); });
+  CHECK(outcome.rejected > 100);
 }

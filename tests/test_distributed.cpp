@@ -111,3 +111,83 @@ TEST_CASE("test_distributed: ranks started with different configurations stop wi
   CHECK(r.status != 124);
   CHECK_MESSAGE(r.output.find("differs between rank 0 and rank 1") != std::string::npos, r.output);
 }
+
+TEST_CASE("test_distributed: the same loss curve over the TCP transport (a real cluster's path)") {
+  if (!mpi_available()) {
+    MESSAGE("skipped: qtlab built without MPI or mpirun not installed");
+    return;
+  }
+  const auto shm = fresh("shm"), tcp = fresh("tcp");
+  const auto a = qt::test::run_command(mpirun("-np 2 " + pretrain_arguments(shm.string())));
+  REQUIRE_MESSAGE(a.status == 0, a.output);
+  // OMPI_MCA_btl from mpirun() is overridden by the --mca flag on the command line.
+  const auto b = qt::test::run_command(mpirun(
+      "-np 2 --mca btl self,tcp --mca btl_tcp_if_include lo " + pretrain_arguments(tcp.string())));
+  REQUIRE_MESSAGE(b.status == 0, b.output);
+  const auto x = read_metrics(shm), y = read_metrics(tcp);
+  REQUIRE(x.size() == y.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    CAPTURE(i);
+    // The same reduction in the same order: bit-identical whatever carries the bytes.
+    CHECK(y[i]["loss"].get<double>() == x[i]["loss"].get<double>());
+    CHECK(y[i]["grad_norm"].get<double>() == x[i]["grad_norm"].get<double>());
+  }
+}
+
+TEST_CASE("test_distributed: a rank that leaves before the first collective ends the job") {
+  if (!mpi_available()) {
+    MESSAGE("skipped: qtlab built without MPI or mpirun not installed");
+    return;
+  }
+  const auto dir = fresh("early-exit");
+  struct Case {
+    std::string first_rank, expected;
+  };
+  const std::string binary = QTLAB_BINARY;
+  for (const Case& c : std::vector<Case>{
+           {binary + " pretrain --no-such-flag", "this rank's command line ended the program"},
+           {binary + " pretrain --help", "(--help)"},
+           {binary + " pretrain --list-keys", "--list-keys = given on rank 0, not given on rank 1"},
+           {binary + " eval --checkpoint x.safetensors",
+            "subcommand = eval on rank 0, pretrain on rank 1"},
+       }) {
+    CAPTURE(c.first_rank);
+    const auto r = qt::test::run_command(
+        mpirun("-np 1 " + c.first_rank + " : -np 1 " + pretrain_arguments(dir.string())));
+    CHECK(r.status != 0);
+    CHECK(r.status != 124);  // not ended by the timeout: no rank waited forever
+    CHECK_MESSAGE(r.output.find(c.expected) != std::string::npos, r.output);
+  }
+}
+
+TEST_CASE("test_distributed: ranks launched with different --stop-at or --resume name the flag") {
+  if (!mpi_available()) {
+    MESSAGE("skipped: qtlab built without MPI or mpirun not installed");
+    return;
+  }
+  const auto dir = fresh("launch-mismatch");
+  const auto stop =
+      qt::test::run_command(mpirun("-np 1 " + pretrain_arguments(dir.string(), "--stop-at 4") +
+                                   " : -np 1 " + pretrain_arguments(dir.string(), "--stop-at 6")));
+  CHECK(stop.status != 0);
+  CHECK(stop.status != 124);
+  CHECK_MESSAGE(stop.output.find("--stop-at = 4 on rank 0, 6 on rank 1") != std::string::npos,
+                stop.output);
+  const auto first =
+      qt::test::run_command(mpirun("-np 2 " + pretrain_arguments(dir.string(), "--stop-at 4")));
+  REQUIRE_MESSAGE(first.status == 0, first.output);
+  const auto resume =
+      qt::test::run_command(mpirun("-np 1 " + pretrain_arguments(dir.string(), "--resume") +
+                                   " : -np 1 " + pretrain_arguments(dir.string())));
+  CHECK(resume.status != 0);
+  CHECK(resume.status != 124);
+  CHECK_MESSAGE(
+      resume.output.find("--resume = given on rank 0, not given on rank 1") != std::string::npos,
+      resume.output);
+  // A configuration difference names the first differing key and both values.
+  const auto seed = qt::test::run_command(
+      mpirun("-np 1 " + pretrain_arguments(fresh("seed").string(), "--set train.seed=1") +
+             " : -np 1 " + pretrain_arguments(fresh("seed").string(), "--set train.seed=2")));
+  CHECK_MESSAGE(seed.output.find("train.seed = 1 on rank 0, 2 on rank 1") != std::string::npos,
+                seed.output);
+}

@@ -13,6 +13,7 @@
 #include "data/idx.h"
 #include "tensor/error.h"
 
+#include "tests/mutations.h"
 #include "tests/test_util.h"
 
 using namespace qt;
@@ -149,4 +150,19 @@ TEST_CASE("idx: label values must be below num_classes") {
                        Error);
   CHECK(data::read_idx_labels(path, 11).at({1}) == 10);
   CHECK_THROWS_AS(data::read_idx_labels(path, 0), Error);
+}
+
+TEST_CASE("idx: fuzz — 300 mutations each of an image and a label file load or throw qt::Error") {
+  const auto as_text = [](const std::vector<uint8_t>& bytes) {
+    return std::string(bytes.begin(), bytes.end());
+  };
+  const std::string out = (test_directory() / "fuzz.idx").string();
+  const qt::test::FuzzOutcome images =
+      qt::test::fuzz_reader(as_text(idx_bytes(0x00000803, {2, 3, 2}, two_images())), out, 300, 5,
+                            [](const std::string& file) { data::read_idx_images(file); });
+  const qt::test::FuzzOutcome labels =
+      qt::test::fuzz_reader(as_text(idx_bytes(0x00000801, {6}, {1, 2, 3, 4, 5, 6})), out, 300, 6,
+                            [](const std::string& file) { data::read_idx_labels(file); });
+  CHECK(images.rejected > 150);
+  CHECK(labels.rejected > 150);
 }

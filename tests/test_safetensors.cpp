@@ -19,6 +19,7 @@
 #include "tensor/safetensors.h"
 #include "tensor/view.h"
 
+#include "tests/mutations.h"
 #include "tests/test_util.h"
 
 using namespace qt;
@@ -275,4 +276,43 @@ TEST_CASE("safetensors: invalid tensors to save throw") {
   CHECK_THROWS_WITH_AS(
       save_safetensors(temp_path("no_such_dir/x.safetensors"), {{"a", ops::zeros({1})}}),
       doctest::Contains("No such file or directory"), Error);
+}
+
+TEST_CASE("safetensors: deeply nested or huge headers give short errors, never a crash") {
+  // A shape nested 100,000 levels deep overflowed the stack when the error message printed it.
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  check_rejected(
+      assemble(R"({"w": {"dtype": "F32", "shape": )" + deep + R"(, "data_offsets": [0, 0]}})", ""),
+      "nests 100002 levels");
+  // A 3 MB shape: the message names it by an excerpt, not in full.
+  std::string shape = "[";
+  for (int i = 0; i < 500000; ++i) shape += "1, ";
+  shape += "\"x\"]";
+  const std::string path = temp_path("huge-shape.safetensors");
+  write_bytes(path, assemble(R"({"w": {"dtype": "F32", "shape": )" + shape +
+                                 R"(, "data_offsets": [0, 4]}})",
+                             raw(std::vector<float>{1})));
+  std::string message;
+  try {
+    load_safetensors(path);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  CHECK(message.find("not a non-negative integer") != std::string::npos);
+  CHECK(message.size() < 1000);
+  CHECK(message.find("bytes)") != std::string::npos);  // the excerpt's length note
+}
+
+TEST_CASE("safetensors: fuzz — 400 mutations of a valid file load or throw qt::Error") {
+  const std::string path = temp_path("fuzz-valid.safetensors");
+  save_safetensors(path,
+                   {{"w", random_tensor({3, 4}, DType::f32, 1)},
+                    {"ids", random_ids({5}, 0, 9, 3)},
+                    {"b", random_tensor({4}, DType::f64, 2)}},
+                   {{"format", "qtlab.model"}, {"config", R"({"model": {"hidden": 4}})"}});
+  const qt::test::FuzzOutcome outcome =
+      qt::test::fuzz_reader(read_bytes(path), temp_path("fuzz.safetensors"), 400, 1234,
+                            [](const std::string& file) { load_safetensors(file); });
+  CHECK(outcome.loaded + outcome.rejected == 400);
+  CHECK(outcome.rejected > 200);  // most mutations break the file, and each says so
 }

@@ -21,6 +21,7 @@
 #include "tensor/error.h"
 #include "tensor/threads.h"
 
+#include "tests/mutations.h"
 #include "tests/test_util.h"
 
 using namespace qt;
@@ -341,4 +342,22 @@ TEST_CASE("tokenizer: token text escapes bytes that are not UTF-8, keeps valid t
     CHECK_NOTHROW((void)nlohmann::json(tokenizer.token_text(id)).dump());
   }
   CHECK(tokenizer.token_text(qt::data::kNumSpecialTokens + 0xE2) == "\\xe2");
+}
+
+TEST_CASE("tokenizer: a deeply nested field is an error, not a stack overflow") {
+  const std::filesystem::path bad = test_directory() / "deep.json";
+  write_text(bad, "{\"format\": \"qtlab-byte-bpe\", \"merges\": " + std::string(100000, '[') +
+                      std::string(100000, ']') + "}");
+  CHECK_THROWS_WITH_AS(Tokenizer::load(bad.string()), doctest::Contains("nests 100001 levels"),
+                       Error);
+}
+
+TEST_CASE("tokenizer: fuzz — 300 mutations of a valid file load or throw qt::Error") {
+  const Tokenizer tokenizer = Tokenizer::train(small_corpus(), data::kFirstMergeId + 12);
+  const std::filesystem::path good = test_directory() / "fuzz-good.json";
+  tokenizer.save(good.string());
+  const qt::test::FuzzOutcome outcome =
+      qt::test::fuzz_reader(read_text(good), (test_directory() / "fuzz.json").string(), 300, 99,
+                            [](const std::string& file) { Tokenizer::load(file); });
+  CHECK(outcome.rejected > 150);
 }

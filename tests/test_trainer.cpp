@@ -3,10 +3,14 @@
 // side (1 vs 2 ranks, a dead rank, mismatched configs) is in test_distributed.cpp.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -19,6 +23,7 @@
 #include "models/trainer.h"
 #include "nn/checkpoint.h"
 #include "tensor/error.h"
+#include "tensor/file_lock.h"
 #include "tensor/safetensors.h"
 #include "tensor/threads.h"
 #include "tests/test_util.h"
@@ -259,10 +264,10 @@ TEST_CASE("test_trainer: errors name the problem") {
   // A second fresh run into the same directory would overwrite it.
   CHECK_THROWS_WITH_AS(qt::models::pretrain(config, quiet()), doctest::Contains("--resume"),
                        qt::Error);
-  // Resuming with a different configuration lists what differs.
+  // Resuming with a configuration that changes the data order lists what differs.
   RunConfig changed = config;
-  changed.train.lr = 1e-2;
-  CHECK_THROWS_WITH_AS(qt::models::pretrain(changed, resume), doctest::Contains("train.lr"),
+  changed.train.seed = 7;
+  CHECK_THROWS_WITH_AS(qt::models::pretrain(changed, resume), doctest::Contains("train.seed"),
                        qt::Error);
   // A micro-batch that does not split over... the batch must divide by the accumulation.
   RunConfig bad = tiny_config("bert", run_directory("errors-2"));
@@ -274,4 +279,149 @@ TEST_CASE("test_trainer: errors name the problem") {
   missing.data.dataset = "text";
   missing.data.dir = run_directory("no-such-data");
   CHECK_THROWS_AS(qt::models::pretrain(missing, quiet()), qt::Error);
+}
+
+namespace {
+
+int64_t checkpoint_step(const std::string& run_dir) {
+  return std::stoll(
+      qt::load_safetensors_metadata(qt::models::checkpoint_path(run_dir)).at("training.step"));
+}
+
+// A tiny BERT run in `name` trained up to `stop_at` of its 6 steps (paused there, for --resume).
+RunConfig paused_run(const std::string& name, int64_t stop_at) {
+  RunConfig config = tiny_config("bert", run_directory(name));
+  qt::models::TrainOptions first = quiet();
+  first.stop_at_step = stop_at;
+  qt::models::pretrain(config, first);
+  return config;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const qt::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("test_trainer: the checkpoint is never the state whose forward pass diverged") {
+  OneThread one_thread;
+  RunConfig config = tiny_config("bert", run_directory("diverged"));
+  config.train.checkpoint_every = 1;
+  qt::models::TrainOptions options = quiet();
+  options.faults.poison_step = 4;  // the forward pass of the state after 4 steps gives NaN
+  const std::string message = error_of([&] { qt::models::pretrain(config, options); });
+  CHECK(message.find("at step 5") != std::string::npos);
+  // State 4 produced the NaN: it was never written; the checkpoint holds step 3, whose forward
+  // pass (in step 4) was finite. (Written at once, the checkpoint held the diverging state 4.)
+  CHECK(checkpoint_step(config.train.run_dir) == 3);
+  CHECK(message.find("holds step 3") != std::string::npos);
+  CHECK(message.find("--set train.lr=") != std::string::npos);
+  CHECK(message.find("last good") == std::string::npos);
+}
+
+TEST_CASE("test_trainer: --resume may change the lr and the intervals, recorded at the step") {
+  OneThread one_thread;
+  const RunConfig config = paused_run("resume-change", 3);
+  RunConfig lower = config;
+  lower.train.lr = 1e-3;
+  lower.train.eval_every = 2;
+  qt::models::TrainOptions resume = quiet();
+  resume.resume = true;
+  CHECK(qt::models::pretrain(lower, resume).steps == 6);
+  const std::filesystem::path dir = config.train.run_dir;
+  std::ifstream changes_file(dir / "config_changes.jsonl");
+  std::string line;
+  REQUIRE(std::getline(changes_file, line));
+  const nlohmann::json record = nlohmann::json::parse(line);
+  CHECK(record["step"] == 3);
+  REQUIRE(record["changes"].size() == 2);
+  CHECK(record["changes"][0]["key"] == "train.eval_every");
+  CHECK(record["changes"][1]["key"] == "train.lr");
+  CHECK(record["changes"][1]["from"].get<double>() == 3e-3);
+  CHECK(record["changes"][1]["to"].get<double>() == 1e-3);
+  // config.json is the configuration now in force; metrics after step 3 use the new lr.
+  CHECK(qt::models::load_config_file((dir / "config.json").string()).train.lr == 1e-3);
+  const auto metrics = read_metrics(config.train.run_dir);
+  REQUIRE(metrics.size() == 6);
+  CHECK(metrics[3]["lr"].get<double>() < 1e-3);
+  // A key that shapes the model or the data order is still refused, naming it and what may change.
+  RunConfig wider = lower;
+  wider.model.ffn = 128;
+  wider.train.steps = 9;
+  const std::string message = error_of([&] { qt::models::pretrain(wider, resume); });
+  CHECK(message.find("model.ffn: 64 -> 128") != std::string::npos);
+  CHECK(message.find("may change only train.lr") != std::string::npos);
+}
+
+TEST_CASE("test_trainer: resuming past train.steps or stopping before the checkpoint is an error") {
+  OneThread one_thread;
+  const RunConfig config = paused_run("past-the-end", 5);
+  qt::models::TrainOptions resume = quiet();
+  resume.resume = true;
+  resume.stop_at_step = 2;
+  CHECK(error_of([&] {
+          qt::models::pretrain(config, resume);
+        }).find("--stop-at 2 is before step 5") != std::string::npos);
+  RunConfig shorter = config;
+  shorter.train.steps = 4;
+  resume.stop_at_step = -1;
+  CHECK(error_of([&] {
+          qt::models::pretrain(shorter, resume);
+        }).find("holds step 5, beyond train.steps = 4") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(qt::models::final_model_path(config.train.run_dir)));
+  // At the step where it stops, nothing is trained and nothing written.
+  resume.stop_at_step = 5;
+  CHECK(qt::models::pretrain(config, resume).steps_trained == 0);
+}
+
+TEST_CASE("test_trainer: a run holds a lock on its directory; killed writers' temp files go") {
+  OneThread one_thread;
+  RunConfig config = tiny_config("bert", run_directory("locked"));
+  const std::filesystem::path dir = config.train.run_dir;
+  std::filesystem::create_directories(dir);
+  {
+    const qt::FileLock other((dir / "pretrain.lock").string(), "another training");
+    CHECK(error_of([&] {
+            qt::models::pretrain(config, quiet());
+          }).find("in use by process " + std::to_string(::getpid())) != std::string::npos);
+  }
+  // A writer killed mid-write left its temporary file; its PID is gone.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  const std::filesystem::path stale = dir / ("checkpoint.safetensors.tmp." + std::to_string(child));
+  std::ofstream(stale) << "half a checkpoint";
+  qt::models::pretrain(config, quiet());
+  CHECK_FALSE(std::filesystem::exists(stale));
+}
+
+TEST_CASE("test_trainer: a checkpoint with non-finite weights does not resume") {
+  OneThread one_thread;
+  const RunConfig config = paused_run("nan-checkpoint", 3);
+  const std::string path = qt::models::checkpoint_path(config.train.run_dir);
+  qt::SafeTensors file = qt::load_safetensors(path);
+  for (auto& [name, tensor] : file.tensors)
+    if (name == "encoder.layer.0.ffn_in.weight") tensor.data<float>()[0] = INFINITY;
+  qt::save_safetensors(path, file.tensors, file.metadata);
+  qt::models::TrainOptions resume = quiet();
+  resume.resume = true;
+  CHECK(error_of([&] {
+          qt::models::pretrain(config, resume);
+        }).find("'encoder.layer.0.ffn_in.weight' holds inf") != std::string::npos);
+}
+
+TEST_CASE("test_trainer: a model far larger than memory is refused before it is allocated") {
+  RunConfig config = tiny_config("bert", run_directory("too-large"));
+  config.model.layers = 256;
+  config.model.hidden = 1 << 16;
+  config.model.heads = 1 << 10;
+  config.model.ffn = 1 << 18;
+  CHECK(error_of([&] { qt::models::pretrain(config, quiet()); }).find("is available") !=
+        std::string::npos);
 }

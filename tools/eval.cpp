@@ -2,6 +2,7 @@
 // of a model file or training checkpoint, rebuilt from the run config stored in it.
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -33,6 +34,11 @@ void run_eval(const EvalArguments& a) {
   const qt::models::RunData data = qt::models::load_run_data(config);
   const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
   const qt::models::EvaluationResult r = qt::models::evaluate(*model, data, batch_size, a.batches);
+  // A NaN loss is no measurement: printing "perplexity nan" and exiting 0 would let it pass.
+  QT_CHECK(std::isfinite(r.loss),
+           "eval: the validation loss of {} is {} on {} samples: the model computes non-finite "
+           "values (diverged weights?)",
+           a.checkpoint, r.loss, r.samples);
   if (qt::distributed::rank() != 0) return;
   const bool vit = config.model.family == qt::models::Family::vit;
   if (a.json) {

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "tensor/error.h"
+#include "tensor/json_parse.h"
 
 namespace qt::tools {
 namespace {
@@ -119,8 +120,7 @@ PlannedRun parse_run(const json& object, const std::string& where) {
 }  // namespace
 
 ExperimentPlan parse_experiment_plan(const std::string& text, const std::string& source) {
-  const json document = json::parse(text, nullptr, false);
-  QT_CHECK(!document.is_discarded(), "experiment plan {}: not valid JSON", source);
+  const json document = qt::parse_json(text, fmt::format("experiment plan {}", source));
   QT_CHECK(document.is_object(), "experiment plan {}: expected a JSON object", source);
   for (const auto& [key, value] : document.items())
     QT_CHECK(key == "name" || key == "description" || key == "defaults" || key == "runs",

@@ -5,7 +5,10 @@
 //   2. --config FILE   (JSON, nested or dotted keys; a "preset" key in it replaces step 1)
 //   3. the shortcut flags (--attn, --gamma, --gate, --steps, ...)
 //   4. every --set key=value, in order
-// `qtlab pretrain --resume --run-dir DIR` alone continues DIR with its stored config.json.
+// `qtlab pretrain --resume --run-dir DIR` continues DIR: without --model / --config its stored
+// config.json replaces steps 1 and 2 (DIR is where it writes, whatever train.run_dir the stored
+// file names), and flags and --set may then change what models::keys_changeable_on_resume() lists
+// (`--resume --run-dir DIR --set train.lr=5e-4` after a divergence).
 // Every key is validated (models/config.h): an unknown key or a bad value is an error naming it.
 #include <fmt/format.h>
 
@@ -34,7 +37,7 @@ struct PretrainArguments {
   std::optional<double> gamma, zeta, alpha, pi_init, lr;
   std::optional<int64_t> steps, batch_size;
   int64_t stop_at = -1;
-  std::optional<uint64_t> seed;
+  std::optional<std::string> seed;  // text: parsed by the config key (CLI11 would wrap -1)
   bool resume = false, quiet = false, list_keys = false;
   int threads = 0;
 };
@@ -51,21 +54,27 @@ void read_fault_injection(qt::models::TrainOptions& options) {
   options.faults.fail_at_step = step;
 }
 
+// The run directory's stored configuration, as the base of `--resume` without --model / --config.
+// The directory is the one given here, whatever its config.json says: a copied or renamed run
+// directory must never write into the original.
+qt::models::RunConfig stored_run_config(const std::string& dir) {
+  const std::string stored = (std::filesystem::path(dir) / "config.json").string();
+  QT_CHECK(std::filesystem::exists(stored),
+           "pretrain --resume: {} does not exist (is --run-dir right?)", stored);
+  qt::models::RunConfig config = qt::models::load_config_file(stored);
+  config.train.run_dir = dir;
+  return config;
+}
+
 qt::models::RunConfig resolve_config(const PretrainArguments& a) {
   using qt::models::RunConfig;
-  const bool only_resume = a.resume && a.model.empty() && a.config_file.empty() &&
-                           a.assignments.empty() && !a.attention && !a.gate && !a.gamma &&
-                           !a.zeta && !a.alpha && !a.pi_init && !a.lr && !a.steps &&
-                           !a.batch_size && !a.seed && !a.dataset;
-  if (only_resume) {
-    const std::string dir = a.run_dir.value_or(RunConfig{}.train.run_dir);
-    const std::string stored = (std::filesystem::path(dir) / "config.json").string();
-    QT_CHECK(std::filesystem::exists(stored),
-             "pretrain --resume: {} does not exist (is --run-dir right?)", stored);
-    return qt::models::load_config_file(stored);
+  RunConfig config;
+  if (a.resume && a.model.empty() && a.config_file.empty()) {
+    config = stored_run_config(a.run_dir.value_or(RunConfig{}.train.run_dir));
+  } else {
+    config = qt::models::preset(a.model.empty() ? "bert-mini" : a.model);
+    if (!a.config_file.empty()) config = qt::models::load_config_file(a.config_file, config);
   }
-  RunConfig config = qt::models::preset(a.model.empty() ? "bert-mini" : a.model);
-  if (!a.config_file.empty()) config = qt::models::load_config_file(a.config_file, config);
   // Typed values through the key table (its range checks and messages), never through text.
   using qt::models::set_typed_value;
   if (a.attention) set_typed_value(config, "model.softmax", *a.attention);
@@ -77,7 +86,7 @@ qt::models::RunConfig resolve_config(const PretrainArguments& a) {
   if (a.lr) set_typed_value(config, "train.lr", *a.lr);
   if (a.steps) set_typed_value(config, "train.steps", *a.steps);
   if (a.batch_size) set_typed_value(config, "train.batch_size", *a.batch_size);
-  if (a.seed) set_typed_value(config, "train.seed", *a.seed);
+  if (a.seed) qt::models::set_value(config, "train.seed", *a.seed);
   if (a.run_dir) set_typed_value(config, "train.run_dir", *a.run_dir);
   if (a.dataset) set_typed_value(config, "data.dataset", *a.dataset);
   for (const std::string& assignment : a.assignments)
@@ -100,7 +109,7 @@ void run_pretrain(const PretrainArguments& a) {
   options.stop_at_step = a.stop_at;
   read_fault_injection(options);
   const qt::models::TrainResult result = qt::models::pretrain(config, options);
-  if (qt::distributed::rank() == 0 && !a.quiet)
+  if (qt::distributed::rank() == 0 && !a.quiet && result.steps_trained > 0)
     std::printf("%s\n", nlohmann::json({{"steps", result.steps},
                                         {"loss", result.last_loss},
                                         {"val_loss", result.validation.loss},

@@ -37,6 +37,7 @@
 #include "quant/outlier_analysis.h"
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
+#include "tensor/json_parse.h"
 #include "tensor/threads.h"
 #include "tools/commands.h"
 #include "tools/gnuplot.h"
@@ -111,8 +112,9 @@ void read_metrics(Run& run) {
   while (std::getline(in, line)) {
     ++number;
     if (line.empty()) continue;
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    QT_CHECK(!j.is_discarded() && j.is_object() && j.contains("step"),
+    const nlohmann::json j =
+        qt::parse_json(line, fmt::format("report: {} line {}", path.string(), number));
+    QT_CHECK(j.is_object() && j.contains("step") && j.at("step").is_number_integer(),
              "report: {} line {} is not a JSON object with a step", path.string(), number);
     const int64_t step = j.at("step").get<int64_t>();
     if (j.contains("loss") && j.at("loss").is_number())
@@ -138,9 +140,7 @@ void read_analysis(Run& run, int64_t batches) {
     std::fprintf(stderr, "report: analysing %s ...\n", model.string().c_str());
     path = write_checkpoint_analysis(model.string(), run.dir.string(), batches);
   }
-  std::ifstream in(path);
-  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  QT_CHECK(!j.is_discarded(), "report: {} is not valid JSON", path.string());
+  const nlohmann::json j = qt::parse_json_file(path.string(), "report: " + path.string());
   try {
     run.analysis = qt::quant::analysis_from_json(j);
   } catch (const qt::Error& e) {
@@ -152,8 +152,7 @@ void read_analysis(Run& run, int64_t batches) {
 void read_quantization(Run& run) {
   const fs::path path = run.dir / "quantize-w8a8.json";
   if (!fs::exists(path)) return;
-  std::ifstream in(path);
-  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  const nlohmann::json j = qt::parse_json_file(path.string(), "report: " + path.string());
   const char* metric = qt::models::parse_family(run.analysis.family) == qt::models::Family::vit
                            ? "accuracy"
                            : "perplexity";
