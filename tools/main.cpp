@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   add_results_command(app);
   add_logits_command(app);
   add_check_command(app);
+  add_export_int_command(app);
   try {
     qt::distributed::init(&argc, &argv);
     app.parse(argc, argv);
