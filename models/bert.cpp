@@ -83,6 +83,17 @@ ModelPoints Bert::points() const {
   add.layer_norm(*head_layer_norm, PointBits::layer_norm, -1, /*in_head=*/true);
   add.activation(B::tap_point(*this, "logits")).in_head = true;
 
+  GraphDescription& graph = table.graph;
+  graph.token_table = B::parameter(*word_embeddings, "weight");
+  graph.position_table = B::parameter(*position_embeddings, "weight");
+  graph.embedding_sum = B::tap_point(*this, "embedding_sum");
+  graph.embedding_layer_norm = embedding_layer_norm->path();
+  graph.transform = head_transform->path();
+  graph.transform_layer_norm = head_layer_norm->path();
+  graph.decoder_weight = graph.token_table;
+  graph.decoder_bias = "head.bias";
+  graph.logits = B::tap_point(*this, "logits");
+
   AnalysisDescription& analysis = table.analysis;
   analysis.kurtosis_batches = 257;  // the repo's validate_mlm: batch_idx <= 256
   analysis.delimiter_special_ids = {data::kClsId, data::kSepId};
@@ -133,6 +144,14 @@ Tensor Bert::loss(const Batch& batch, double label_smoothing) const {
   const Tensor flat = qt::reshape(h, {h.size(0) * h.size(1), h.size(2)});
   const Tensor logits = head(qt::index_select(flat, 0, rows.index));
   return nn::cross_entropy(logits, rows.labels, kIgnoreIndex, label_smoothing);
+}
+
+Tensor Bert::head_logits(const Tensor& hidden) const {
+  QT_CHECK(hidden.defined() && hidden.dim() == 3 && hidden.size(2) == config.hidden,
+           "bert: head_logits takes hidden states [B, T, {}], got {}", config.hidden,
+           hidden.defined() ? shape_str(hidden.shape()) : std::string("nothing"));
+  const Tensor flat = qt::reshape(hidden, {hidden.size(0) * hidden.size(1), hidden.size(2)});
+  return qt::reshape(head(flat), {hidden.size(0), hidden.size(1), config.vocab_size});
 }
 
 Tensor Bert::logits(const Batch& batch) const {

@@ -35,6 +35,7 @@ class Bert : public Model {
 
   Tensor loss(const Batch& batch, double label_smoothing = 0.0) const override;
   Tensor logits(const Batch& batch) const override;
+  Tensor head_logits(const Tensor& hidden) const override;
   ModelPoints points() const override;
   // The encoder output h_L [B, T, d]. attention_mask: undefined, or [B, T] (u8/i32/i64) as HF's
   // attention_mask, nonzero = a real token, 0 = padding: padded keys get attention probability 0

@@ -58,6 +58,11 @@ class Model : public nn::Module {
   virtual Tensor loss(const Batch& batch, double label_smoothing = 0.0) const = 0;
   // Text: logits [B, T, V] at every position; ViT: [B, classes].
   virtual Tensor logits(const Batch& batch) const = 0;
+  // The head alone, on the hidden states the encoder ends with (BERT: the last block's output;
+  // OPT, ViT: the final LayerNorm's output), [B, T, d] -> what logits() returns. The integer
+  // engine runs everything before it on integers and, where the paper keeps the head in floating
+  // point, hands its dequantized output to this.
+  virtual Tensor head_logits(const Tensor& hidden) const = 0;
   // The model's quantization and analysis points in graph order (models/model_points.h).
   virtual ModelPoints points() const = 0;
   // Number of labelled positions (the denominator of loss()).

@@ -122,10 +122,36 @@ struct QuantizationDefaults {
   bool head_quantized = false;         // ViT: true; BERT, OPT: the head stays FP
 };
 
+// The parts of the graph the point rows alone do not spell out, for the integer engine
+// (quant/integer_model.h), which rebuilds the forward pass from this table:
+//   text embedding   a token table (the weight row with a tied lookup, or `token_table`) and a
+//                    position table looked up at positions position_offset .. position_offset+T-1,
+//                    summed at `embedding_sum`, optionally followed by a LayerNorm (BERT);
+//   image embedding  the patch linear (`patch_linear`, its input is the tap point `images`), an
+//                    optional LayerNorm, then [cls_token; patches] + position table at
+//                    `embedding_sum` (ViT);
+//   blocks           models::block_options(config, l) says pre- or post-LN, the activation, the
+//                    attention variant; the rows name the tensors;
+//   final LayerNorm  `final_layer_norm` ("" for BERT, whose last block ends in its LayerNorm);
+//   head             first_token: the head reads position 0 (ViT's CLS); transform +
+//                    transform_layer_norm: BERT's dense + GELU + LayerNorm; the decoder's weight
+//                    and bias ("" for none) and the logits tap point.
+struct GraphDescription {
+  bool image = false;
+  std::string token_table, position_table, embedding_sum, embedding_layer_norm;
+  int64_t position_offset = 0;
+  std::string images, patch_linear, patch_layer_norm, cls_token;
+  std::string final_layer_norm;
+  bool first_token = false;
+  std::string transform, transform_layer_norm;  // modules ("head.transform"), "" for none
+  std::string decoder_weight, decoder_bias, decoder_module, logits;
+};
+
 struct ModelPoints {
   std::string family;  // "bert", "opt", "vit": names the model in messages and result files
   int64_t layers = 0, heads = 0;
   std::vector<ModelPoint> points;  // graph order
+  GraphDescription graph;
   AnalysisDescription analysis;
   QuantizationDefaults quantization;
 };

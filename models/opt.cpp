@@ -56,6 +56,15 @@ ModelPoints Opt::points() const {
   // lm_head: its weight is the tied table; with a quantized head the logits are quantized too.
   add.activation(B::tap_point(*this, "logits")).in_head = true;
 
+  GraphDescription& graph = table.graph;
+  graph.token_table = B::parameter(*token_embeddings, "weight");
+  graph.position_table = B::parameter(*position_embeddings, "weight");
+  graph.position_offset = kPositionOffset;
+  graph.embedding_sum = B::tap_point(*this, "embedding_sum");
+  graph.final_layer_norm = final_layer_norm->path();
+  graph.decoder_weight = graph.token_table;  // lm_head, tied, no bias
+  graph.logits = B::tap_point(*this, "logits");
+
   AnalysisDescription& analysis = table.analysis;
   analysis.kurtosis_batches = 101;  // the repo's validate_clm: batch_idx <= 100
   analysis.delimiter_special_ids = {data::kEndOfTextId};
@@ -111,8 +120,14 @@ Tensor Opt::loss(const Batch& batch, double label_smoothing) const {
 }
 
 Tensor Opt::logits(const Batch& batch) const {
-  const Tensor h = decode(batch.input_ids);
-  return nn::tap(*this, "logits", nn::linear(h, token_embeddings->weight, Tensor()));
+  return head_logits(decode(batch.input_ids));
+}
+
+Tensor Opt::head_logits(const Tensor& hidden) const {
+  QT_CHECK(hidden.defined() && hidden.dim() == 3 && hidden.size(2) == config.hidden,
+           "opt: head_logits takes hidden states [B, T, {}], got {}", config.hidden,
+           hidden.defined() ? shape_str(hidden.shape()) : std::string("nothing"));
+  return nn::tap(*this, "logits", nn::linear(hidden, token_embeddings->weight, Tensor()));
 }
 
 }  // namespace qt::models

@@ -29,6 +29,7 @@ class Opt : public Model {
 
   Tensor loss(const Batch& batch, double label_smoothing = 0.0) const override;
   Tensor logits(const Batch& batch) const override;
+  Tensor head_logits(const Tensor& hidden) const override;
   ModelPoints points() const override;
   Tensor decode(const Tensor& input_ids) const;  // LN_final(h_L) [B, T, d]
 

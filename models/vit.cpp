@@ -71,6 +71,21 @@ ModelPoints Vit::points() const {
   // linear layer for BERT and OPT").
   add.linear(*classifier, -1, /*in_head=*/true);
 
+  GraphDescription& graph = table.graph;
+  graph.image = true;
+  graph.images = B::tap_point(*this, "images");
+  graph.patch_linear = patch_embedding->path();
+  if (patch_layer_norm) graph.patch_layer_norm = patch_layer_norm->path();
+  graph.cls_token = "cls_token";
+  graph.position_table = "position_embeddings";
+  graph.embedding_sum = B::tap_point(*this, "embedding_sum");
+  graph.final_layer_norm = final_layer_norm->path();
+  graph.first_token = true;
+  graph.decoder_module = classifier->path();
+  graph.decoder_weight = B::parameter(*classifier, "weight");
+  graph.decoder_bias = B::parameter(*classifier, "bias");
+  graph.logits = B::tap_point(*classifier, "output");
+
   AnalysisDescription& analysis = table.analysis;
   analysis.kurtosis_batches = -1;
   analysis.image_positions = true;
@@ -96,7 +111,9 @@ Tensor Vit::encode(const Tensor& patches) const {
            config.patch_size, config.channels, dtype_name(patches.dtype()),
            shape_str(patches.shape()));
   const int64_t B = patches.size(0);
-  Tensor x = patch_embedding->forward(patches);
+  // ":images", the patchified input (not quantized in the simulation; its range gives the
+  // integer engine its input grid).
+  Tensor x = patch_embedding->forward(nn::tap(*this, "images", patches));
   if (patch_layer_norm) x = patch_layer_norm->forward(x);
   x = qt::cat({qt::expand(cls_token, {B, 1, config.hidden}), x}, 1);
   // The embedding sum [CLS; patches] + positions is the activation tap point ":embedding_sum".
@@ -106,7 +123,14 @@ Tensor Vit::encode(const Tensor& patches) const {
 }
 
 Tensor Vit::logits(const Batch& batch) const {
-  return classifier->forward(qt::select(encode(batch.images), 1, 0));
+  return head_logits(encode(batch.images));
+}
+
+Tensor Vit::head_logits(const Tensor& hidden) const {
+  QT_CHECK(hidden.defined() && hidden.dim() == 3 && hidden.size(2) == config.hidden,
+           "vit: head_logits takes hidden states [B, N+1, {}], got {}", config.hidden,
+           hidden.defined() ? shape_str(hidden.shape()) : std::string("nothing"));
+  return classifier->forward(qt::select(hidden, 1, 0));
 }
 
 Tensor Vit::loss(const Batch& batch, double label_smoothing) const {

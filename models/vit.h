@@ -29,6 +29,7 @@ class Vit : public Model {
 
   Tensor loss(const Batch& batch, double label_smoothing = 0.0) const override;
   Tensor logits(const Batch& batch) const override;
+  Tensor head_logits(const Tensor& hidden) const override;
   ModelPoints points() const override;
   Tensor encode(const Tensor& patches) const;  // LN_final(x_L) [B, N+1, d]
 

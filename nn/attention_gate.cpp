@@ -6,6 +6,8 @@
 // parameters broadcast over (B, T).
 #include "nn/attention_gate.h"
 
+#include "nn/activation_tap.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -122,8 +124,10 @@ Tensor AttentionGate::forward(const Tensor& x) const {
       // Rows of all tokens per head: [H, B*T, d_h]
       const Tensor rows = permute(reshape(x, {B * L, H, dh}), {1, 0, 2});
       // hidden = ReLU(x_i W1_i^T + b1_i)     [H, B*T, n_hid]
-      const Tensor hidden_units =
-          relu(add(matmul(rows, transpose(hidden_weight, -1, -2)), unsqueeze(hidden_bias, 1)));
+      // (the tap point "<gate>:hidden" lets calibration see them: an integer gate needs a grid)
+      const Tensor hidden_units = tap(
+          *this, "hidden",
+          relu(add(matmul(rows, transpose(hidden_weight, -1, -2)), unsqueeze(hidden_bias, 1))));
       // logit = hidden . w2_i + b2_i          [H, B*T]
       const Tensor logits =
           add(sum(mul(hidden_units, unsqueeze(output_weight, 1)), {-1}), unsqueeze(output_bias, 1));

@@ -107,6 +107,10 @@ void save_calibrated_ranges(const std::string& path, const CalibratedRanges& ran
                       {"weights", nlohmann::json::object()}};
   for (const auto& [name, r] : ranges.activations) j["activations"][name] = range_to_json(r);
   for (const auto& [name, r] : ranges.weights) j["weights"][name] = range_to_json(r);
+  if (!ranges.observed.empty()) {
+    j["observed"] = nlohmann::json::object();
+    for (const auto& [name, r] : ranges.observed) j["observed"][name] = range_to_json(r);
+  }
   const std::string text = j.dump(1) + "\n";
   write_text_atomically(path, text);
 }
@@ -139,6 +143,12 @@ CalibratedRanges load_calibrated_ranges(const std::string& path) {
     auto& out = std::string(group) == "activations" ? r.activations : r.weights;
     for (const auto& [name, value] : j[group].items())
       out[name] = range_from_json(value, std::string(group) + " entry '" + name + "'", path);
+  }
+  if (j.contains("observed")) {
+    QT_CHECK(j["observed"].is_object(), "load_calibrated_ranges: {}: 'observed' is not an object",
+             path);
+    for (const auto& [name, value] : j["observed"].items())
+      r.observed[name] = range_from_json(value, "observed entry '" + name + "'", path);
   }
   return r;
 }

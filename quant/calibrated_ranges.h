@@ -8,7 +8,8 @@
 //    "weight_range": "MSE", "activation_range": "running_minmax:99.999",
 //    "calibration_batches": 16, "calibration_seed": 2000,
 //    "activations": {"<tap point>": RANGE, ...},
-//    "weights":     {"<parameter>": RANGE, ...}}
+//    "weights":     {"<parameter>": RANGE, ...},
+//    "observed":    {"<tap point>": RANGE, ...}}      (optional; see `observed` below)
 //   RANGE = {"bits": 8, "symmetric": false, "signed": false, "int_min": 0, "int_max": 255,
 //            "scale": s, "zero_point": z, "min": x_min, "max": x_max
 //            [, "lookup_point": "<table>:output"]}       (weights quantized at their lookups)
@@ -51,6 +52,11 @@ struct CalibratedRanges {
   uint64_t calibration_seed = 0;
   std::map<std::string, CalibratedRange> activations;  // tap point -> range
   std::map<std::string, CalibratedRange> weights;      // parameter name -> range
+  // Tap points the simulated model does NOT quantize, watched during calibration with the same
+  // estimator as the activations (an 8-bit asymmetric grid). The integer engine needs a grid for
+  // a few tensors that stay in floating point in the simulation (quant/integer_model.h: the ViT's
+  // input images, the MLP gate's hidden units).
+  std::map<std::string, CalibratedRange> observed;
 };
 
 // Atomic write (temporary file + rename); throws qt::Error naming the path on failure.

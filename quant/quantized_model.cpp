@@ -113,6 +113,14 @@ Tensor QuantizedModel::at(const std::string& point, const Tensor& x) {
     return fake_quantize(x, lookup->second->parameters);  // = a lookup into the quantized table
   }
   unquantized_points_.insert(point);
+  if (!frozen_ && x.defined() && is_floating(x.dtype())) {
+    // A point the simulation leaves in floating point: its range is still recorded (running
+    // min-max, as the activations), for an integer engine that needs a grid there.
+    auto watched = observed_.find(point);
+    if (watched == observed_.end())
+      watched = observed_.emplace(point, RangeEstimator(RangeEstimatorOptions{})).first;
+    watched->second.update(x);
+  }
   return x;
 }
 
@@ -206,6 +214,12 @@ CalibratedRanges QuantizedModel::ranges() const {
     if (q.estimator.batches_seen == 0) continue;
     const QuantizationRange& range = q.estimator.range();
     out.activations[point] = calibrated_range(q.parameters, range.min[0], range.max[0]);
+  }
+  for (const auto& [point, estimator] : observed_) {
+    if (estimator.batches_seen == 0) continue;
+    const QuantizationRange& range = estimator.range();
+    out.observed[point] =
+        calibrated_range(estimator.parameters(8, /*symmetric=*/false), range.min[0], range.max[0]);
   }
   for (const auto& [name, q] : weights_) {
     CalibratedRange r = calibrated_range(q.parameters, q.min, q.max);

@@ -109,6 +109,8 @@ class QuantizedModel : public nn::ActivationTaps {
   std::map<std::string, const WeightQuantizer*> lookups_;  // lookup point -> its table's quantizer
   std::map<std::string, int64_t> activation_visits_, lookup_visits_;
   std::set<std::string> unquantized_points_;
+  // Unquantized points, watched while calibrating (CalibratedRanges::observed).
+  std::map<std::string, RangeEstimator> observed_;
   bool frozen_ = false;
   int64_t calibration_batches_ = 0;
   uint64_t calibration_seed_ = 0;

@@ -42,3 +42,5 @@ void add_bench_attention(CLI::App* bench);
 // `qtlab bench train [--model bert-mini --batch 32 --seq 128 --steps N] [--json]`: full training
 // steps on synthetic tokens (bench_train.cpp); tools/bench_train_torch.py is the PyTorch twin.
 void add_bench_train(CLI::App* bench);
+// `qtlab bench infer`: FP32 vs integer-only inference (bench_infer.cpp).
+void add_bench_infer(CLI::App* bench);

@@ -286,6 +286,7 @@ CLI::App* add_bench_command(CLI::App& app) {
     add_bench_gemm(bench);
     add_bench_attention(bench);
     add_bench_train(bench);
+    add_bench_infer(bench);
   }
   return bench;
 }

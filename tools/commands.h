@@ -33,3 +33,6 @@ void add_report_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 // `qtlab check --reference DIR --candidate DIR`: integer tensor dumps compared (check.cpp).
 void add_check_command(CLI::App& app);
+// `qtlab export-int --checkpoint FILE --out DIR`: the integer model as C99 with test vectors
+// (export_int.cpp).
+void add_export_int_command(CLI::App& app);

@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   add_results_command(app);
   add_logits_command(app);
   add_check_command(app);
+  add_export_int_command(app);
   require_positive_threads(app);
   // Command-line errors read like every other error ("error: --threads: Value -3 not in range").
   app.failure_message([](const CLI::App* failed, const CLI::Error& e) {

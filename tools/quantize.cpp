@@ -28,6 +28,8 @@
 #include "models/saved_model.h"
 #include "optim/distributed.h"
 #include "quant/calibrated_ranges.h"
+#include "quant/integer_evaluation.h"
+#include "quant/integer_model.h"
 #include "quant/quantization_setup.h"
 #include "quant/quantized_model.h"
 #include "tensor/atomic_file.h"
@@ -58,6 +60,7 @@ struct QuantizeArguments {
   std::string sweep;  // "W8A8,W6A8:mse,...": FP once, then each configuration
   int threads = 0;
   bool json = false;
+  bool integer = false;  // also run the integer-only model (quant/integer_model.h)
 };
 
 void check_bits_flag(int bits, const char* flag) {
@@ -149,6 +152,7 @@ struct QuantizedEvaluation {
   bool head_quantized = false;
   int64_t calibration_batches = 0, calibration_batch_size = 0;
   size_t activation_points = 0, weights = 0, weights_at_lookup = 0;
+  std::optional<qt::quant::IntegerEvaluation> integer;
 };
 
 nlohmann::json evaluation_json(const qt::models::EvaluationResult& r, bool vit) {
@@ -188,6 +192,19 @@ QuantizedEvaluation quantize_and_evaluate(const qt::models::Model& model,
   out.quantized = quantized.evaluate(data, batch_size, a.eval_batches);
   if (!ranges_path.empty() && qt::distributed::rank() == 0)
     qt::quant::save_calibrated_ranges(ranges_path, quantized.ranges());
+  if (a.integer) {
+    // The integer-only model lowered from these ranges, on the same validation batches.
+    QT_CHECK(options.weight_bits == 8 && options.activation_bits == 8,
+             "quantize: --integer runs the W8A8 integer model; drop --wbits/--abits {}/{}",
+             options.weight_bits, options.activation_bits);
+    qt::quant::IntegerModelOptions integer_options;
+    integer_options.integer_head = options.head_quantized ? 1 : 0;
+    const qt::quant::IntegerModel integer =
+        qt::quant::build_integer_model(model, quantized.ranges(), integer_options);
+    progress(fmt::format("evaluating the integer-only model ({} ops) on {}", integer.ops.size(),
+                         validation_text(a.eval_batches)));
+    out.integer = qt::quant::evaluate_integer(integer, quantized, data, batch_size, a.eval_batches);
+  }
 
   const qt::quant::QuantizationSetup& setup = quantized.setup();
   for (const auto& [name, weight] : setup.weights)
@@ -218,6 +235,20 @@ QuantizedEvaluation quantize_and_evaluate(const qt::models::Model& model,
                 {"labels", fp.labels},
                 {"fp", evaluation_json(fp, vit)},
                 {"quantized", evaluation_json(out.quantized, vit)}};
+  if (out.integer) {
+    out.record["integer"] = evaluation_json(out.integer->result, vit);
+    nlohmann::json agreement = nlohmann::json::array();
+    for (const qt::quant::TensorAgreement& t : out.integer->agreement)
+      agreement.push_back(
+          {{"tensor", t.name},
+           {"elements", t.elements},
+           {"exact", static_cast<double>(t.exact) / static_cast<double>(t.elements)},
+           {"within_1_lsb", static_cast<double>(t.within_one) / static_cast<double>(t.elements)},
+           {"mean_abs_lsb", t.mean_abs()},
+           {"max_abs_lsb", t.max_abs}});
+    out.record["integer_agreement"] = {{"batches", out.integer->agreement_batches},
+                                       {"tensors", agreement}};
+  }
   return out;
 }
 
@@ -336,13 +367,32 @@ void run_quantize(const QuantizeArguments& a) {
   std::printf("%s\n", fmt::format("  evaluated on {} validation {} ({} labelled)", fp.samples,
                                   vit ? "images" : "sequences", fp.labels)
                           .c_str());
-  std::printf("  %-6s %10s %12s\n", "", "loss", vit ? "accuracy" : "perplexity");
-  for (const auto& [name, r] :
-       {std::pair{std::string("FP32"), fp}, std::pair{q.label, q.quantized}}) {
+  std::printf("  %-12s %10s %12s\n", "", "loss", vit ? "accuracy" : "perplexity");
+  std::vector<std::pair<std::string, qt::models::EvaluationResult>> rows = {{"FP32", fp},
+                                                                            {q.label, q.quantized}};
+  if (q.integer) rows.push_back({"integer " + q.label, q.integer->result});
+  for (const auto& [name, r] : rows) {
     if (vit)
-      std::printf("  %-6s %10.4f %11.2f%%\n", name.c_str(), r.loss, 100 * r.accuracy);
+      std::printf("  %-12s %10.4f %11.2f%%\n", name.c_str(), r.loss, 100 * r.accuracy);
     else
-      std::printf("  %-6s %10.4f %12.3f\n", name.c_str(), r.loss, r.perplexity);
+      std::printf("  %-12s %10.4f %12.3f\n", name.c_str(), r.loss, r.perplexity);
+  }
+  if (q.integer) {
+    int64_t elements = 0, exact = 0, within = 0;
+    double worst = 0;
+    for (const qt::quant::TensorAgreement& t : q.integer->agreement) {
+      elements += t.elements;
+      exact += t.exact;
+      within += t.within_one;
+      worst = std::max(worst, t.mean_abs());
+    }
+    std::printf("%s\n", fmt::format("  integer vs simulated codes over {} tensors ({} batches): "
+                                    "{:.2f}% identical, {:.2f}% within 1 LSB, worst tensor mean "
+                                    "|d| {:.3f} LSB",
+                                    q.integer->agreement.size(), q.integer->agreement_batches,
+                                    100.0 * exact / std::max<int64_t>(elements, 1),
+                                    100.0 * within / std::max<int64_t>(elements, 1), worst)
+                            .c_str());
   }
   std::printf("  ranges saved to %s\n  results saved to %s\n", ranges_path.c_str(),
               results_path.c_str());
@@ -386,6 +436,9 @@ void add_quantize_command(CLI::App& app) {
                   "RUN_DIR/quantize-sweep.jsonl)");
   cmd->add_option("--set", arguments->assignments, "override a stored key, e.g. data.dir=...");
   cmd->add_option("--threads", arguments->threads, "OpenMP threads (default: all)");
+  cmd->add_flag("--integer", arguments->integer,
+                "also evaluate the integer-only W8A8 model built from the calibrated ranges, and "
+                "compare its tensors with the simulation's");
   cmd->add_flag("--json", arguments->json,
                 "one JSON object (with --sweep: one per line) instead of text");
   cmd->callback([arguments] { run_quantize(*arguments); });

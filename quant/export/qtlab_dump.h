@@ -27,8 +27,8 @@ void qt_sha256_hex(const void* data, size_t n, char hex[65]);
  * exactly numel * size(dtype) bytes. */
 int qt_dump_read(const char* dir, const char* name, qt_dtype dtype, int64_t numel, void* out);
 
-#define QT_DUMP_MAX_TENSORS 256
-#define QT_DUMP_MAX_OPS 256
+#define QT_DUMP_MAX_TENSORS 1024
+#define QT_DUMP_MAX_OPS 1024
 #define QT_DUMP_MAX_RANK 8
 #define QT_DUMP_MAX_NAME 200
 #define QT_DUMP_MAX_OP_TENSORS 8
