@@ -3,6 +3,7 @@
 // tensors into the rows, heads and sequences those ops take.
 #include <fmt/format.h>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "quant/integer_add.h"
@@ -329,7 +330,14 @@ struct Runner {
                  id, model.vocab_size);
       a.s32[static_cast<size_t>(model.input)] = in.ids;
     }
-    for (const IntegerOp& op : model.ops) run_op(op);
+    a.op_ms.assign(model.ops.size(), 0.0);
+    for (size_t i = 0; i < model.ops.size(); ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      run_op(model.ops[i]);
+      a.op_ms[i] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                             start)
+                       .count();
+    }
     return std::move(a);
   }
 };

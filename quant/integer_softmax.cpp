@@ -2,6 +2,8 @@
 #include "quant/integer_softmax.h"
 
 #include <algorithm>
+#include <array>
+#include <type_traits>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -62,6 +64,16 @@ void softmax_rows(const IntegerSoftmax& s, const T* x, int64_t rows, int64_t n, 
   check_multiplier(s.exponent, "integer_softmax");
   std::vector<int64_t> e(static_cast<size_t>(n));  // once per call
   const int64_t upper = 255 * (int64_t{1} << kOutputShift);
+  const auto exponent_of = [&](int64_t d) {
+    // d * M0 < 2^32 * 2^31 = 2^63; the exponent in Q5.26.
+    return integer_exp_q31(
+        rounding_shift_right(d * s.exponent.multiplier, 31 - s.exponent.shift, Rounding::half_up));
+  };
+  // u8 scores: d = max - x takes at most 256 values, so e(d) is a table built once per call
+  // (the same integers, computed once instead of once per element).
+  std::array<int64_t, 256> exp_of_d{};
+  if constexpr (std::is_same_v<T, uint8_t>)
+    for (int64_t d = 0; d < 256; ++d) exp_of_d[static_cast<size_t>(d)] = exponent_of(d);
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * n;
     const uint8_t* kr = keep == nullptr ? nullptr : keep + r * keep_stride;
@@ -84,10 +96,10 @@ void softmax_rows(const IntegerSoftmax& s, const T* x, int64_t rows, int64_t n, 
         continue;
       }
       const int64_t d = max - int64_t{xr[j]};  // in [0, 2^32)
-      // d * M0 < 2^32 * 2^31 = 2^63; the exponent in Q5.26.
-      const int64_t m =
-          rounding_shift_right(d * s.exponent.multiplier, 31 - s.exponent.shift, Rounding::half_up);
-      e[j] = integer_exp_q31(m);
+      if constexpr (std::is_same_v<T, uint8_t>)
+        e[j] = exp_of_d[static_cast<size_t>(d)];
+      else
+        e[j] = exponent_of(d);
       sum += e[j];
     }
     // sum >= 2^31: the maximum's e is exactly 2^31.

@@ -37,9 +37,12 @@ std::string exported(const qt::test::Variant& v, const std::string& name) {
 
 TEST_CASE("test_integer_export: make check reproduces every vector bit for bit") {
   const std::vector<std::pair<qt::test::Variant, std::string>> cases = {
+      {{"bert"}, "bert-vanilla"},
       {{"bert", "mlp"}, "bert-mlp"},
+      {{"opt"}, "opt-vanilla"},
       {{"opt", "linear", true, 1}, "opt-clipped-linear-integer-head"},
-      {{"vit", "none", true}, "vit-clipped"}};
+      {{"vit", "none", true}, "vit-clipped"},
+      {{"vit", "linear"}, "vit-linear"}};
   for (const auto& [variant, name] : cases) {
     CAPTURE(name);
     const std::string dir = exported(variant, name);

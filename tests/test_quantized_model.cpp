@@ -187,6 +187,7 @@ Expected expected_vit() {
     for (const auto& name : block_weights(p)) e.weights.insert(name);
     for (const auto& name : block_fp_points(p, "context")) e.fp_points.insert(name);
   }
+  e.fp_points.insert(":images");  // the input, observed for the integer model's input grid
   return e;
 }
 

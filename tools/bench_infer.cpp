@@ -12,6 +12,7 @@
 // machine in issue 14: 2,850 GOP/s for 2 threads; 1,425 per thread).
 #include <fmt/format.h>
 
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -134,6 +135,17 @@ void run_bench_infer(const Options& opt) {
   row("integer encoder", in.median_ms);
   row("integer encoder + fp32 head", in_head.median_ms);
   fmt::print("  integer / fp32 encoder: {:.2f}x the tokens/s\n", fp_encoder / in.median_ms);
+  // Where the integer forward's time goes, per op kind (one more forward).
+  const qt::quant::IntegerActivations profiled = qt::quant::run_integer_model(integer, input);
+  std::map<std::string, double> by_kind;
+  double total = 0;
+  for (size_t i = 0; i < integer.ops.size(); ++i) {
+    by_kind[qt::quant::integer_op_kind_name(integer.ops[i].kind)] += profiled.op_ms[i];
+    total += profiled.op_ms[i];
+  }
+  fmt::print("  integer forward by op kind ({:.1f} ms):\n", total);
+  for (const auto& [kind, ms] : by_kind)
+    fmt::print("    {:<20} {:9.1f} ms {:6.1f}%\n", kind, ms, 100 * ms / total);
   fmt::print("  int8 GEMM {}x{}x{}: {:.0f} GOP/s = {:.2f} of the VNNI peak ({:.0f} GOP/s)\n", M, N,
              K, gops, gops / peak, peak);
 }
