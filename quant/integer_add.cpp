@@ -74,8 +74,7 @@ void add_into(const IntegerRescaleSum& add, const uint8_t* a, const uint8_t* b, 
           centered * (1 << kAddLeftShift), add.input[static_cast<size_t>(t)], add.output.mode);
     }
   }
-  for (int64_t i = 0; i < n; ++i)
-    out[i] = static_cast<T>(add.output(term_a[a[i]] + term_b[b[i]]));
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(add.output(term_a[a[i]] + term_b[b[i]]));
 }
 }  // namespace
 

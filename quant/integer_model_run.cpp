@@ -334,9 +334,9 @@ struct Runner {
     for (size_t i = 0; i < model.ops.size(); ++i) {
       const auto start = std::chrono::steady_clock::now();
       run_op(model.ops[i]);
-      a.op_ms[i] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                             start)
-                       .count();
+      a.op_ms[i] =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
     }
     return std::move(a);
   }

@@ -33,8 +33,12 @@
 //     [qmin, qmax], so no step wraps.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <string_view>
+
+#include "tensor/error.h"
 
 namespace qt::quant {
 
@@ -64,20 +68,68 @@ double multiplier_value(QuantizedMultiplier m);
 void check_multiplier(QuantizedMultiplier m, const char* op);
 
 // round(x / 2^exponent) under `rounding`, exactly, for 0 <= exponent <= 62 (checked).
-int64_t rounding_shift_right(int64_t x, int exponent, Rounding rounding);
+inline int64_t rounding_shift_right(int64_t x, int exponent, Rounding rounding) {
+  QT_CHECK(exponent >= 0 && exponent <= 62,
+           "rounding_shift_right: exponent {} is out of range [0, 62]", exponent);
+  if (exponent == 0) return x;
+  const int64_t floor = x >> exponent;  // arithmetic shift (C++20): floor(x / 2^exponent)
+  const int64_t remainder = x - floor * (int64_t{1} << exponent);  // in [0, 2^exponent)
+  const int64_t half = int64_t{1} << (exponent - 1);
+  switch (rounding) {
+    case Rounding::half_up:
+      return floor + (remainder >= half);
+    case Rounding::half_away_from_zero:
+      return floor + (x >= 0 ? remainder >= half : remainder > half);
+    case Rounding::half_to_even:
+      return floor + (remainder > half || (remainder == half && (floor & 1) != 0));
+  }
+  return floor;
+}
 
 // gemmlowp's RoundingDivideByPOT: round(x / 2^exponent), ties away from zero, 0 <= exponent <= 31
 // (checked).
-int32_t rounding_divide_by_pot(int32_t x, int exponent);
+inline int32_t rounding_divide_by_pot(int32_t x, int exponent) {
+  QT_CHECK(exponent >= 0 && exponent <= 31,
+           "rounding_divide_by_pot: exponent {} is out of range [0, 31]", exponent);
+  // gemmlowp's formulation, kept literally: threshold = mask / 2, plus one for negative x.
+  const int64_t mask = (int64_t{1} << exponent) - 1;
+  const int64_t remainder = static_cast<int64_t>(x) & mask;
+  const int64_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return static_cast<int32_t>((static_cast<int64_t>(x) >> exponent) + (remainder > threshold));
+}
 
 // gemmlowp's SaturatingRoundingDoublingHighMul (ARM VQRDMULH): round(a * b / 2^31), ties toward
 // +infinity (the nudge 2^30 or 1 - 2^30, then truncation), computed exactly in int64;
 // a = b = INT32_MIN saturates to INT32_MAX.
-int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b);
+inline int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b) {
+  if (a == b && a == std::numeric_limits<int32_t>::min())
+    return std::numeric_limits<int32_t>::max();
+  const int64_t product = static_cast<int64_t>(a) * static_cast<int64_t>(b);
+  const int64_t nudge = product >= 0 ? (int64_t{1} << 30) : 1 - (int64_t{1} << 30);
+  // Division truncates toward zero, as gemmlowp's.
+  return static_cast<int32_t>((product + nudge) / (int64_t{1} << 31));
+}
 
 // x * M rounded by `mode` (see the top of the file). Throws if double rounding's x * 2^left
 // overflows int32.
-int32_t multiply_by_quantized_multiplier(int32_t x, QuantizedMultiplier m, Requant mode);
+inline int32_t multiply_by_quantized_multiplier(int32_t x, QuantizedMultiplier m, Requant mode) {
+  if (mode == Requant::double_rounding) {
+    const int left = std::max(m.shift, 0), right = std::max(-m.shift, 0);
+    const int64_t shifted = static_cast<int64_t>(x) * (int64_t{1} << left);
+    QT_CHECK(shifted >= int64_t{INT32_MIN} && shifted <= int64_t{INT32_MAX},
+             "multiply_by_quantized_multiplier: x * 2^{} = {} overflows int32 (x = {}, double "
+             "rounding with a multiplier >= 1)",
+             left, shifted, x);
+    return rounding_divide_by_pot(
+        saturating_rounding_doubling_high_mul(static_cast<int32_t>(shifted), m.multiplier), right);
+  }
+  const Rounding rounding = mode == Requant::single_half_up     ? Rounding::half_up
+                            : mode == Requant::single_half_away ? Rounding::half_away_from_zero
+                                                                : Rounding::half_to_even;
+  const int64_t product = static_cast<int64_t>(x) * m.multiplier;  // exact, |.| <= 2^62
+  return static_cast<int32_t>(std::clamp<int64_t>(
+      rounding_shift_right(product, 31 - m.shift, rounding), INT32_MIN, INT32_MAX));
+}
 
 // The full output stage: clamp(x * M (rounded by mode) + zero_point, qmin, qmax).
 struct Requantizer {
@@ -88,6 +140,12 @@ struct Requantizer {
 
   int32_t operator()(int32_t x) const;
 };
+
+inline int32_t Requantizer::operator()(int32_t x) const {
+  const int64_t y =
+      static_cast<int64_t>(multiply_by_quantized_multiplier(x, multiplier, mode)) + zero_point;
+  return static_cast<int32_t>(std::clamp<int64_t>(y, qmin, qmax));
+}
 
 // Builds a Requantizer from a real multiplier; checks qmin <= zero_point <= qmax.
 Requantizer make_requantizer(double real_multiplier, int32_t zero_point, int32_t qmin, int32_t qmax,
