@@ -115,7 +115,8 @@ TEST_CASE("test_report_command: report writes plots, data files and report.md") 
   REQUIRE_MESSAGE(analysed.status == 0, analysed.output);
   // The BERT run is quantized: its FP and W8A8 perplexities join the table.
   const auto quantized = qt::test::run_command(
-      qtlab("quantize --json --threads 1 --calib-batches 2 --eval-batches 2 --checkpoint " +
+      qtlab("quantize --json --integer --threads 1 --calib-batches 2 --eval-batches 2 "
+            "--checkpoint " +
             (r.bert / "model.safetensors").string()));
   REQUIRE_MESSAGE(quantized.status == 0, quantized.output);
   const nlohmann::json q =
@@ -158,13 +159,18 @@ TEST_CASE("test_report_command: report writes plots, data files and report.md") 
       // FP and W8A8 from quantize-w8a8.json, then the two outlier metrics.
       const std::string fp = fmt::format("{:.3f}", q["fp"]["perplexity"].get<double>());
       const std::string w8a8 = fmt::format("{:.3f}", q["quantized"]["perplexity"].get<double>());
-      CHECK(line.find(fp + " | " + inf_norm + " | " + kurtosis + " | " + w8a8 + " |") !=
-            std::string::npos);
+      // ... and the integer-only model's (quantize --integer) in the next column.
+      const std::string integer =
+          fmt::format("{:.3f}", q["integer"]["perplexity"].get<double>());
+      CHECK(line.find(fp + " | " + inf_norm + " | " + kurtosis + " | " + w8a8 + " | " + integer +
+                      " |") != std::string::npos);
+      CHECK(q["integer_agreement"]["tensors"].size() > 10);
       // The terminal table shows the same row.
       CHECK(rep.output.find(w8a8) != std::string::npos);
     } else {
       // Not quantized: FP from the training log, no W8A8.
-      CHECK(line.find("(log) | " + inf_norm + " | " + kurtosis + " | - |") != std::string::npos);
+      CHECK(line.find("(log) | " + inf_norm + " | " + kurtosis + " | - | - |") !=
+            std::string::npos);
     }
     CHECK(rep.output.find(inf_norm) != std::string::npos);
     // Data files: one line per layer, the loss curve one line per logged step.

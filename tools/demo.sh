@@ -11,7 +11,8 @@
 #        clipped   clipped softmax, gamma = -0.025, zeta = 1                  (§1.2, the BERT row)
 #        gated     gated attention, per-head MLP d_head -> d_head/4 -> 1      (§2, the BERT script)
 #   2. quantize each to W8A8 (BERT defaults of §4.4: min-max weights, running min-max activations,
-#      16 calibration batches) -> RUN_DIR/quantize-w8a8.json
+#      16 calibration batches) and run the integer-only model built from the same ranges
+#      (`--integer`, docs/integer-reference.md) -> RUN_DIR/quantize-w8a8.json
 #   3. `qtlab report` analyses each (outlier metrics of §5), prints the Table 2 columns (FP
 #      perplexity, max inf norm, avg kurtosis, W8A8 perplexity) and writes DEMO_DIR/report/.
 #   4. beside them, the committed rows of the long runs (`qtlab results --rows`, from
@@ -65,7 +66,7 @@ for variant in "${variants[@]}"; do
     "$qtlab" pretrain "${flags[@]}"
   fi
   echo "== $variant: qtlab quantize (W8A8)"
-  "$qtlab" quantize --checkpoint "$run_dir/model.safetensors" --wbits 8 --abits 8 \
+  "$qtlab" quantize --checkpoint "$run_dir/model.safetensors" --wbits 8 --abits 8 --integer \
     --calib-batches "$calibration_batches" --threads "$threads"
   rm -f "$run_dir/analysis.json"  # the report analyses the model it was just given
 done

@@ -168,6 +168,7 @@ void read_quantization(Run& run) {
 // validation of the training log (its eval_batches); "-" where neither exists.
 struct TableRow {
   std::string run, family, step, fp, max_inf_norm, avg_kurtosis, w8a8;
+  std::string integer = "-";  // the integer-only model (quantize --integer), if it was run
 };
 
 TableRow table_row(const Run& run) {
@@ -192,6 +193,8 @@ TableRow table_row(const Run& run) {
   if (!run.quantized.is_null()) {
     row.fp = quality(run.quantized["fp"][metric].get<double>());
     row.w8a8 = quality(run.quantized["quantized"][metric].get<double>());
+    if (run.quantized.contains("integer") && run.quantized["integer"].contains(metric))
+      row.integer = quality(run.quantized["integer"][metric].get<double>());
   }
   return row;
 }
@@ -202,18 +205,27 @@ std::string table_text(const std::vector<Run>& runs) {
                                         qt::models::Family::vit;
   std::vector<TableRow> rows = {{"run", "family", "step", vit ? "FP acc" : "FP ppl", "max inf norm",
                                  "avg kurtosis", vit ? "W8A8 acc" : "W8A8 ppl"}};
-  for (const Run& run : runs) rows.push_back(table_row(run));
-  std::array<size_t, 7> width{};
+  rows[0].integer = vit ? "integer W8A8 acc" : "integer W8A8 ppl";
+  bool any_integer = false;
+  for (const Run& run : runs) {
+    rows.push_back(table_row(run));
+    any_integer |= rows.back().integer != "-";
+  }
+  std::array<size_t, 8> width{};
   for (const TableRow& r : rows) {
-    const std::array<const std::string*, 7> cells = {
-        &r.run, &r.family, &r.step, &r.fp, &r.max_inf_norm, &r.avg_kurtosis, &r.w8a8};
+    const std::array<const std::string*, 8> cells = {
+        &r.run, &r.family, &r.step, &r.fp, &r.max_inf_norm, &r.avg_kurtosis, &r.w8a8, &r.integer};
     for (size_t c = 0; c < cells.size(); ++c) width[c] = std::max(width[c], cells[c]->size());
   }
   std::string text;
-  for (const TableRow& r : rows)
-    text += fmt::format("{:<{}}  {:<{}}  {:>{}}  {:>{}}  {:>{}}  {:>{}}  {:>{}}\n", r.run, width[0],
+  for (const TableRow& r : rows) {
+    text += fmt::format("{:<{}}  {:<{}}  {:>{}}  {:>{}}  {:>{}}  {:>{}}  {:>{}}", r.run, width[0],
                         r.family, width[1], r.step, width[2], r.fp, width[3], r.max_inf_norm,
                         width[4], r.avg_kurtosis, width[5], r.w8a8, width[6]);
+    // The integer column only when some run has it (quantize --integer).
+    if (any_integer) text += fmt::format("  {:>{}}", r.integer, width[7]);
+    text += "\n";
+  }
   return text;
 }
 
@@ -335,16 +347,19 @@ std::string markdown(const std::vector<Run>& runs, const std::string& ext) {
       "follow paper Table 2.\n\n";
   md +=
       "| run | family | step | FP perplexity / accuracy | max inf norm | avg kurtosis | W8A8 "
-      "perplexity / accuracy | analysed batches |\n|---|---|---|---|---|---|---|---|\n";
+      "perplexity / accuracy | integer W8A8 | analysed batches "
+      "|\n|---|---|---|---|---|---|---|---|---|\n";
   for (const Run& run : runs) {
     const TableRow r = table_row(run);
-    md += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} |\n", r.run, r.family, r.step, r.fp,
-                      r.max_inf_norm, r.avg_kurtosis, r.w8a8, run.analysis.batches);
+    md +=
+        fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", r.run, r.family, r.step,
+                    r.fp, r.max_inf_norm, r.avg_kurtosis, r.w8a8, r.integer, run.analysis.batches);
   }
   md +=
       "\nFP and W8A8 come from `qtlab quantize` (quantize-w8a8.json: the whole validation split, "
       "the same batches for both); where a run has no such file, FP is the training log's last "
-      "validation (marked \"(log)\") and W8A8 is \"-\".\n";
+      "validation (marked \"(log)\") and W8A8 is \"-\". Integer W8A8 is the integer-only model "
+      "(`qtlab quantize --integer`, docs/integer-reference.md) on the same batches.\n";
   md += "\nDefinitions:\n\n";
   for (const Run& run : runs) {
     md += fmt::format("* {}: max inf norm = {}; avg kurtosis = {}.", run.name,
