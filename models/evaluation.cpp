@@ -16,6 +16,13 @@ Batch to_model_batch(const data::Batch& batch) {
   return Batch{batch.input_ids, batch.images, batch.labels};
 }
 
+void require_finite_evaluation(const EvaluationResult& result, const std::string& what) {
+  QT_CHECK(std::isfinite(result.loss),
+           "the validation loss of {} is {} on {} samples: the model computes non-finite values "
+           "(diverged weights?)",
+           what, result.loss, result.samples);
+}
+
 EvaluationResult evaluate(Model& model, const RunData& data, int64_t batch_size,
                           int64_t max_batches) {
   QT_CHECK(batch_size > 0, "evaluate: batch size must be > 0, got {}", batch_size);

@@ -10,6 +10,8 @@
 // beyond float rounding inside a batch. The model runs in eval mode (no dropout) without autograd.
 #pragma once
 
+#include <string>
+
 #include <cstdint>
 
 #include "models/model.h"
@@ -29,6 +31,10 @@ struct EvaluationResult {
 // batch possibly smaller). Restores the model's train/eval mode afterwards.
 EvaluationResult evaluate(Model& model, const RunData& data, int64_t batch_size,
                           int64_t max_batches);
+
+// Throws unless result.loss is finite: a NaN or infinite loss is no measurement (printing
+// "perplexity nan" and exiting 0 would let it pass). `what` names the model in the message.
+void require_finite_evaluation(const EvaluationResult& result, const std::string& what);
 
 // models::Batch from the data pipeline's batch (the same three tensors).
 Batch to_model_batch(const data::Batch& batch);

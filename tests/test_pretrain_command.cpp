@@ -189,6 +189,12 @@ TEST_CASE("test_pretrain_command: eval refuses NaN weights, model overrides and 
   CHECK(overflow.status != 0);
   CHECK_MESSAGE(overflow.output.find("computes non-finite values") != std::string::npos,
                 overflow.output);
+  // quantize evaluates too: the same model is refused there, before any quantized figure.
+  const auto quantized = qt::test::run_command(
+      qtlab("quantize --threads 1 --calib-batches 1 --eval-batches 1 --checkpoint " + poisoned));
+  CHECK(quantized.status != 0);
+  CHECK_MESSAGE(quantized.output.find("computes non-finite values") != std::string::npos,
+                quantized.output);
 }
 
 TEST_CASE("test_pretrain_command: deeply nested JSON inputs are errors, not crashes") {

@@ -34,11 +34,7 @@ void run_eval(const EvalArguments& a) {
   const qt::models::RunData data = qt::models::load_run_data(config);
   const int64_t batch_size = a.batch_size > 0 ? a.batch_size : config.train.batch_size;
   const qt::models::EvaluationResult r = qt::models::evaluate(*model, data, batch_size, a.batches);
-  // A NaN loss is no measurement: printing "perplexity nan" and exiting 0 would let it pass.
-  QT_CHECK(std::isfinite(r.loss),
-           "eval: the validation loss of {} is {} on {} samples: the model computes non-finite "
-           "values (diverged weights?)",
-           a.checkpoint, r.loss, r.samples);
+  qt::models::require_finite_evaluation(r, "eval: " + a.checkpoint);
   if (qt::distributed::rank() != 0) return;
   const bool vit = config.model.family == qt::models::Family::vit;
   if (a.json) {
