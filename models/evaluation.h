@@ -32,6 +32,19 @@ struct EvaluationResult {
 EvaluationResult evaluate(Model& model, const RunData& data, int64_t batch_size,
                           int64_t max_batches);
 
+// The pieces of evaluate() that another evaluator of the same batches reuses (the integer model,
+// quant/integer_evaluation.h), so that both read exactly the same samples and sums:
+//   the number of validation batches of `batch_size` read (max_batches <= 0: all);
+int64_t validation_batch_count(const RunData& data, int64_t batch_size, int64_t max_batches);
+//   validation batch b: samples [b * batch_size, min((b + 1) * batch_size, N));
+Batch validation_batch_at(const RunData& data, int64_t b, int64_t batch_size);
+//   sums over the batches and MPI ranks (all-reduced here): loss x labels, labels, correct top-1,
+//   samples -> the result. `what` names the evaluator in the error for no labelled positions.
+struct EvaluationSums {
+  double loss = 0, labels = 0, correct = 0, samples = 0;
+};
+EvaluationResult finish_evaluation(EvaluationSums sums, int64_t batches, const char* what);
+
 // Throws unless result.loss is finite: a NaN or infinite loss is no measurement (printing
 // "perplexity nan" and exiting 0 would let it pass). `what` names the model in the message.
 void require_finite_evaluation(const EvaluationResult& result, const std::string& what);

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <numeric>
 
 #include "autograd/functions.h"
 #include "autograd/node.h"
@@ -76,8 +75,7 @@ Tensor integer_logits(const IntegerModel& integer, const models::Model& model,
 IntegerEvaluation evaluate_integer(const IntegerModel& integer, QuantizedModel& simulated,
                                    const models::RunData& data, int64_t batch_size,
                                    int64_t max_batches, int64_t agreement_batches) {
-  QT_CHECK(batch_size > 0, "evaluate_integer: batch size must be > 0, got {}", batch_size);
-  QT_CHECK(data.validation_samples > 0, "evaluate_integer: the validation split is empty");
+  const int64_t batches = models::validation_batch_count(data, batch_size, max_batches);
   QT_CHECK(simulated.frozen(), "evaluate_integer: the simulated model is not calibrated");
   models::Model& model = simulated.model();
   const bool was_training = model.is_training();
@@ -85,19 +83,11 @@ IntegerEvaluation evaluate_integer(const IntegerModel& integer, QuantizedModel& 
   NoGradGuard no_grad;
   const CalibratedRanges ranges = simulated.ranges();
   const bool images = integer.patches > 0;
-  const int64_t total = (data.validation_samples + batch_size - 1) / batch_size;
-  const int64_t batches = max_batches > 0 ? std::min(max_batches, total) : total;
   const int rank = distributed::rank(), world = distributed::world_size();
-  double sums[4] = {0, 0, 0, 0};  // loss sum, labels, correct, samples
+  models::EvaluationSums sums;
   IntegerEvaluation out;
-  std::vector<int64_t> indices;
   for (int64_t b = rank; b < batches; b += world) {
-    const int64_t begin = b * batch_size;
-    const int64_t end = std::min(begin + batch_size, data.validation_samples);
-    indices.resize(static_cast<size_t>(end - begin));
-    std::iota(indices.begin(), indices.end(), begin);
-    const data::Batch raw = data.validation_batch(indices, 0);
-    const models::Batch batch{raw.input_ids, raw.images, raw.labels};
+    const models::Batch batch = models::validation_batch_at(data, b, batch_size);
     const int64_t labels = models::Model::count_labels(batch.labels);
     if (labels == 0) continue;
     const IntegerActivations a = run_integer_model(integer, integer_input(integer, batch));
@@ -141,25 +131,18 @@ IntegerEvaluation evaluate_integer(const IntegerModel& integer, QuantizedModel& 
       }
     }
     const double loss = nn::cross_entropy(logits, targets, models::kIgnoreIndex, 0.0).item();
-    sums[0] += loss * static_cast<double>(labels);
-    sums[1] += static_cast<double>(labels);
-    sums[3] += static_cast<double>(end - begin);
+    sums.loss += loss * static_cast<double>(labels);
+    sums.labels += static_cast<double>(labels);
+    sums.samples += static_cast<double>(batch.labels.size(0));
     if (images) {
       const Tensor predicted = ops::argmax(logits, 1);
       const int64_t* p = predicted.data<int64_t>();
       const int64_t* t = ops::contiguous(targets).data<int64_t>();
-      for (int64_t i = 0; i < predicted.numel(); ++i) sums[2] += p[i] == t[i] ? 1.0 : 0.0;
+      for (int64_t i = 0; i < predicted.numel(); ++i) sums.correct += p[i] == t[i] ? 1.0 : 0.0;
     }
   }
-  distributed::allreduce_sum(sums, 4);
   model.train(was_training);
-  QT_CHECK(sums[1] > 0, "evaluate_integer: no labelled positions in {} validation batches",
-           batches);
-  out.result.loss = sums[0] / sums[1];
-  out.result.perplexity = std::exp(out.result.loss);
-  out.result.accuracy = sums[2] / sums[1];
-  out.result.labels = static_cast<int64_t>(sums[1]);
-  out.result.samples = static_cast<int64_t>(sums[3]);
+  out.result = models::finish_evaluation(sums, batches, "evaluate_integer");
   return out;
 }
 

@@ -256,8 +256,8 @@ void qt_model_gate_per_head(const int8_t* weight, const int32_t* bias, int32_t x
 
 /* Per head: hidden = ReLU(W1_h x_h + b1_h) requantized to u8, logit = w2_h . hidden + b2_h. */
 void qt_model_gate_mlp(const int8_t* hidden_weight, const int32_t* hidden_bias,
-                       const qt_requantizer* hidden_output, int32_t x_zero_point,
-                       int64_t n_hid, const int8_t* output_weight, const int32_t* output_bias,
+                       const qt_requantizer* hidden_output, int32_t x_zero_point, int64_t n_hid,
+                       const int8_t* output_weight, const int32_t* output_bias,
                        int32_t hidden_zero_point, const qt_requantizer* to_input,
                        const uint8_t* table, const uint8_t* x, int64_t R, int64_t H, int64_t dh,
                        uint8_t* out) {
@@ -347,7 +347,9 @@ static int64_t qt_numel(const qt_model_state* s, int t) {
   return n;
 }
 
-static int qt_size(qt_dtype dtype) { return dtype == QT_S32 ? 4 : dtype == QT_S16 ? 2 : 1; }
+static int qt_size(qt_dtype dtype) {
+  return dtype == QT_S32 ? 4 : dtype == QT_S16 ? 2 : 1;
+}
 
 /* The input's shape, read from DIR/manifest.json (the "shape" after the input's "name"). */
 static void qt_input_shape(const char* dir, int64_t shape[3], int rank) {
@@ -387,8 +389,8 @@ static void qt_run_input(qt_model_state* s, const char* dir) {
   qt_input_shape(dir, shape, images ? 3 : 2);
   s->batch = shape[0];
   s->length = images ? qt_model_patches + 1 : shape[1];
-  if (s->batch < 1 || (images ? shape[1] != qt_model_patches
-                              : s->length < 1 || s->length > qt_model_max_length))
+  if (s->batch < 1 ||
+      (images ? shape[1] != qt_model_patches : s->length < 1 || s->length > qt_model_max_length))
     qt_model_fail("the input's shape does not fit the model", dir);
   for (t = 0; t < qt_model_tensor_count; ++t)
     s->buffer[t] = qt_alloc((size_t)(qt_numel(s, t) * qt_size(qt_model_tensors[t].dtype)));
@@ -400,7 +402,8 @@ static void qt_run_input(qt_model_state* s, const char* dir) {
     const int32_t* ids = (const int32_t*)s->buffer[qt_model_input];
     int64_t i;
     for (i = 0; i < s->batch * s->length; ++i)
-      if (ids[i] < 0 || ids[i] >= qt_model_vocab_size) qt_model_fail("a token id is out of range", dir);
+      if (ids[i] < 0 || ids[i] >= qt_model_vocab_size)
+        qt_model_fail("a token id is out of range", dir);
   }
   qt_model_forward(s);
 }
@@ -434,6 +437,11 @@ static int qt_dump_all(const qt_model_state* s, const char* dir) {
   return qt_dump_finish(&w);
 }
 
+/* Code i of a u8 or s32 tensor. */
+static long qt_code(qt_dtype dtype, const void* codes, int64_t i) {
+  return dtype == QT_S32 ? (long)((const int32_t*)codes)[i] : (long)((const uint8_t*)codes)[i];
+}
+
 /* Compares every tensor with DIR's; prints the first difference of each differing tensor. */
 static int qt_check_vector(const qt_model_state* s, const char* dir) {
   int t, failed = 0;
@@ -449,24 +457,18 @@ static int qt_check_vector(const qt_model_state* s, const char* dir) {
       free(expected);
       continue;
     }
-    for (i = 0; i < n; ++i) {
-      const long a = info->dtype == QT_S32 ? (long)((const int32_t*)s->buffer[t])[i]
-                                           : (long)((const uint8_t*)s->buffer[t])[i];
-      const long b = info->dtype == QT_S32 ? (long)((const int32_t*)expected)[i]
-                                           : (long)((const uint8_t*)expected)[i];
-      if (a != b) {
+    for (i = 0; i < n; ++i)
+      if (qt_code(info->dtype, s->buffer[t], i) != qt_code(info->dtype, expected, i)) {
         if (first < 0) first = i;
         ++mismatches;
       }
-    }
     if (mismatches > 0) {
-      const long a = info->dtype == QT_S32 ? (long)((const int32_t*)s->buffer[t])[first]
-                                           : (long)((const uint8_t*)s->buffer[t])[first];
-      const long b = info->dtype == QT_S32 ? (long)((const int32_t*)expected)[first]
-                                           : (long)((const uint8_t*)expected)[first];
-      printf("  %-56s %lld of %lld codes differ; first at flat index %lld: vector %ld, this "
-             "program %ld\n",
-             info->name, (long long)mismatches, (long long)n, (long long)first, b, a);
+      const long a = qt_code(info->dtype, s->buffer[t], first);
+      const long b = qt_code(info->dtype, expected, first);
+      printf(
+          "  %-56s %lld of %lld codes differ; first at flat index %lld: vector %ld, this "
+          "program %ld\n",
+          info->name, (long long)mismatches, (long long)n, (long long)first, b, a);
       failed = 1;
     }
     free(expected);
