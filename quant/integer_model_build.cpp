@@ -128,7 +128,9 @@ struct Lowering {
              "integer model: activation point '{}' is not an unsigned 8-bit grid", point);
     return add_tensor(point, DumpDType::u8, layout, width, r.scale, r.zero_point);
   }
-  const IntegerTensor& tensor(int index) const { return out.tensors[static_cast<size_t>(index)]; }
+  // A copy, not a reference: the lowering adds tensors while it holds these (a reference into
+  // out.tensors would dangle when the vector grows; AddressSanitizer found one).
+  IntegerTensor tensor(int index) const { return out.tensors[static_cast<size_t>(index)]; }
 
   IntegerOp& add_op(IntegerOpKind kind, const std::string& name, std::vector<int> inputs,
                     int output) {
