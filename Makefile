@@ -48,6 +48,7 @@ sanitize: deps
 	@cmake -S . -B $(SANITIZE_DIR) -DCMAKE_BUILD_TYPE=Debug -DQTLAB_SANITIZE=ON > /dev/null
 	@cmake --build $(SANITIZE_DIR) -j $(JOBS) -- --no-print-directory
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp \
+	  OMPI_MCA_mca_base_component_disable_dlclose=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  tools/run_tests.sh $(SANITIZE_DIR)/qtlab_tests
 
