@@ -125,9 +125,9 @@ Tensor AttentionGate::forward(const Tensor& x) const {
       const Tensor rows = permute(reshape(x, {B * L, H, dh}), {1, 0, 2});
       // hidden = ReLU(x_i W1_i^T + b1_i)     [H, B*T, n_hid]
       // (the tap point "<gate>:hidden" lets calibration see them: an integer gate needs a grid)
-      const Tensor hidden_units = tap(
-          *this, "hidden",
-          relu(add(matmul(rows, transpose(hidden_weight, -1, -2)), unsqueeze(hidden_bias, 1))));
+      const Tensor hidden_units =
+          tap(*this, "hidden",
+              relu(add(matmul(rows, transpose(hidden_weight, -1, -2)), unsqueeze(hidden_bias, 1))));
       // logit = hidden . w2_i + b2_i          [H, B*T]
       const Tensor logits =
           add(sum(mul(hidden_units, unsqueeze(output_weight, 1)), {-1}), unsqueeze(output_bias, 1));

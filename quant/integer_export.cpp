@@ -435,10 +435,6 @@ std::string read_file(const fs::path& path) {
 
 }  // namespace
 
-std::string integer_model_c_source(const IntegerModel& model) {
-  return Generator{model, {}, {}}.source();
-}
-
 void export_integer_model(const IntegerModel& model, const std::vector<models::Batch>& vectors,
                           const std::string& dir, const ExportDescription& description) {
   QT_CHECK(!vectors.empty(), "export-int: no test vectors to write");

@@ -31,9 +31,6 @@ struct ExportDescription {
   std::string qtlab_version;
 };
 
-// The generated part of model.c (tensor table, op table, forward) alone.
-std::string integer_model_c_source(const IntegerModel& model);
-
 // Writes DIR (which must not exist, or be an earlier export: it is replaced). Each batch of
 // `vectors` becomes one test vector.
 void export_integer_model(const IntegerModel& model, const std::vector<models::Batch>& vectors,

@@ -160,8 +160,7 @@ TEST_CASE("test_report_command: report writes plots, data files and report.md") 
       const std::string fp = fmt::format("{:.3f}", q["fp"]["perplexity"].get<double>());
       const std::string w8a8 = fmt::format("{:.3f}", q["quantized"]["perplexity"].get<double>());
       // ... and the integer-only model's (quantize --integer) in the next column.
-      const std::string integer =
-          fmt::format("{:.3f}", q["integer"]["perplexity"].get<double>());
+      const std::string integer = fmt::format("{:.3f}", q["integer"]["perplexity"].get<double>());
       CHECK(line.find(fp + " | " + inf_norm + " | " + kurtosis + " | " + w8a8 + " | " + integer +
                       " |") != std::string::npos);
       CHECK(q["integer_agreement"]["tensors"].size() > 10);

@@ -190,10 +190,10 @@ QuantizedEvaluation quantize_and_evaluate(const qt::models::Model& model,
                        validation_text(a.eval_batches)));
   QuantizedEvaluation out;
   out.quantized = quantized.evaluate(data, batch_size, a.eval_batches);
-  qt::models::require_finite_evaluation(out.quantized,
-                                        fmt::format("quantize: {} ({})", a.checkpoint,
-                                                    fmt::format("W{}A{}", options.weight_bits,
-                                                                options.activation_bits)));
+  qt::models::require_finite_evaluation(
+      out.quantized,
+      fmt::format("quantize: {} ({})", a.checkpoint,
+                  fmt::format("W{}A{}", options.weight_bits, options.activation_bits)));
   if (!ranges_path.empty() && qt::distributed::rank() == 0)
     qt::quant::save_calibrated_ranges(ranges_path, quantized.ranges());
   if (a.integer) {

@@ -85,8 +85,8 @@ void qt_model_gate_per_head(const int8_t* weight, const int32_t* bias, int32_t x
                             const qt_requantizer* to_input, const uint8_t* table, const uint8_t* x,
                             int64_t R, int64_t H, int64_t dh, uint8_t* out);
 void qt_model_gate_mlp(const int8_t* hidden_weight, const int32_t* hidden_bias,
-                       const qt_requantizer* hidden_output, int32_t x_zero_point,
-                       int64_t n_hid, const int8_t* output_weight, const int32_t* output_bias,
+                       const qt_requantizer* hidden_output, int32_t x_zero_point, int64_t n_hid,
+                       const int8_t* output_weight, const int32_t* output_bias,
                        int32_t hidden_zero_point, const qt_requantizer* to_input,
                        const uint8_t* table, const uint8_t* x, int64_t R, int64_t H, int64_t dh,
                        uint8_t* out);
