@@ -74,7 +74,14 @@ void add_into(const IntegerRescaleSum& add, const uint8_t* a, const uint8_t* b, 
           centered * (1 << kAddLeftShift), add.input[static_cast<size_t>(t)], add.output.mode);
     }
   }
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(add.output(term_a[a[i]] + term_b[b[i]]));
+  // |term_a + term_b| < 2^30 (header); the sums of a chunk, then one vectorized output stage.
+  constexpr int64_t kChunk = 4096;
+  int32_t total[kChunk];
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int64_t count = std::min(kChunk, n - begin);
+    for (int64_t i = 0; i < count; ++i) total[i] = term_a[a[begin + i]] + term_b[b[begin + i]];
+    requantize(total, count, add.output, out + begin);
+  }
 }
 }  // namespace
 

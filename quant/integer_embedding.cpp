@@ -1,6 +1,10 @@
 // Integer embedding sums (see the header).
 #include "quant/integer_embedding.h"
 
+#include <algorithm>
+#include <array>
+#include <vector>
+
 #include "tensor/error.h"
 
 namespace qt::quant {
@@ -37,16 +41,33 @@ void integer_embedding_sum(const IntegerRescaleSum& sum, const std::vector<Embed
       QT_CHECK(t.dense != nullptr, "{}: term {} has neither a table nor a dense input", op, i);
     }
   }
-  int32_t q[kMaxSumTerms];
-  for (int64_t k = 0; k < tokens; ++k)
-    for (int64_t j = 0; j < dim; ++j) {
-      for (int i = 0; i < n; ++i) {
-        const EmbeddingTerm& t = terms[i];
-        q[i] = t.table != nullptr ? int32_t{t.table[t.ids[k] * dim + j]}
-                                  : int32_t{t.dense[k * dim + j]};
-      }
-      out[k * dim + j] = static_cast<uint8_t>(sum(q));
+  // Each term's rescaled value ((q - Z) 2^20) M_i depends on its 8-bit code alone: tabulated
+  // once per call (n x 256 entries, the same integers as IntegerRescaleSum::operator()), so a
+  // row is n loads and adds per element and one vectorized output stage.
+  std::vector<std::array<int32_t, 256>> rescaled(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i)
+    for (int32_t code = 0; code < 256; ++code) {
+      // Tables are s8 (index code = value + 128), dense inputs u8 (index code = value).
+      const int32_t value = terms[i].table != nullptr ? code - 128 : code;
+      rescaled[i][static_cast<size_t>(code)] = multiply_by_quantized_multiplier(
+          (value - sum.zero_point[i]) * (1 << kAddLeftShift), sum.input[i], sum.output.mode);
     }
+  std::vector<int32_t> total(static_cast<size_t>(dim));
+  for (int64_t k = 0; k < tokens; ++k) {
+    std::fill(total.begin(), total.end(), 0);
+    for (int i = 0; i < n; ++i) {
+      const EmbeddingTerm& t = terms[i];
+      const int32_t* r = rescaled[i].data();
+      if (t.table != nullptr) {
+        const int8_t* row = t.table + t.ids[k] * dim;
+        for (int64_t j = 0; j < dim; ++j) total[j] += r[row[j] + 128];
+      } else {
+        const uint8_t* row = t.dense + k * dim;
+        for (int64_t j = 0; j < dim; ++j) total[j] += r[row[j]];
+      }
+    }
+    requantize(total.data(), dim, sum.output, out + k * dim);
+  }
 }
 
 }  // namespace qt::quant

@@ -86,11 +86,12 @@ IntegerEvaluation evaluate_integer(const IntegerModel& integer, QuantizedModel& 
   const int rank = distributed::rank(), world = distributed::world_size();
   models::EvaluationSums sums;
   IntegerEvaluation out;
+  IntegerActivations a;  // reused across batches
   for (int64_t b = rank; b < batches; b += world) {
     const models::Batch batch = models::validation_batch_at(data, b, batch_size);
     const int64_t labels = models::Model::count_labels(batch.labels);
     if (labels == 0) continue;
-    const IntegerActivations a = run_integer_model(integer, integer_input(integer, batch));
+    run_integer_model(integer, integer_input(integer, batch), a);
     if (out.agreement_batches < agreement_batches) {
       Watcher watcher;
       watcher.simulated = &simulated;

@@ -116,11 +116,7 @@ void linear_forward(const IntegerLinear& layer, const uint8_t* x, int64_t rows, 
   const int64_t N = layer.out_features;
   std::vector<int32_t> acc(static_cast<size_t>(std::max<int64_t>(rows, 0) * N));  // once per call
   integer_linear_accumulators(layer, x, rows, acc.data(), x_stride);
-  for (int64_t m = 0; m < rows; ++m)
-    for (int64_t n = 0; n < N; ++n) {
-      const int32_t a = acc[m * N + n];
-      y[m * N + n] = static_cast<uint8_t>(layer.output[n](kRelu ? std::max(a, 0) : a));
-    }
+  requantize_columns(acc.data(), rows, N, layer.output.data(), kRelu, y);
 }
 }  // namespace
 

@@ -73,12 +73,24 @@ void apply_lut_activation(const IntegerLutActivation& activation, const int32_t*
            "apply_lut_activation: {} accumulator scales for {} channels", scales, channels);
   QT_CHECK(activation.lut.input_min == -32768 && activation.lut.input_max == 32767,
            "apply_lut_activation: the table must cover the int16 grid");
-  const uint8_t* table = activation.lut.table.data();
+  const uint8_t* table = activation.lut.table.data() + 32768;
+  if (scales == 1) {
+    // One requantizer: the int16 indices of a chunk in one vectorized pass, then the lookups.
+    constexpr int64_t kChunk = 4096;
+    int16_t index[kChunk];
+    const int64_t n = rows * channels;
+    for (int64_t begin = 0; begin < n; begin += kChunk) {
+      const int64_t count = std::min(kChunk, n - begin);
+      requantize(acc + begin, count, activation.to_input[0], index);
+      for (int64_t i = 0; i < count; ++i) out[begin + i] = table[index[i]];
+    }
+    return;
+  }
   for (int64_t m = 0; m < rows; ++m)
     for (int64_t c = 0; c < channels; ++c) {
       // The requantizer's grid is int16, so the index is always inside the table.
-      const int32_t q = activation.to_input[scales == 1 ? 0 : c](acc[m * channels + c]);
-      out[m * channels + c] = table[q + 32768];
+      const int32_t q = activation.to_input[c](acc[m * channels + c]);
+      out[m * channels + c] = table[q];
     }
 }
 

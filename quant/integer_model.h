@@ -177,6 +177,11 @@ struct IntegerActivations {
 
 // The integer forward pass. Nothing in it reads a float.
 IntegerActivations run_integer_model(const IntegerModel& model, const IntegerInput& input);
+// The same into `activations`, reusing its buffers: what a loop over batches calls, so that
+// from the second batch of a shape on nothing is allocated (the FP32 path gets the same from the
+// tensor allocator's block cache). The result equals a fresh run's bit for bit (tested).
+void run_integer_model(const IntegerModel& model, const IntegerInput& input,
+                       IntegerActivations& activations);
 // The same forward through the plain-loop reference kernels (integer_linear_ref,
 // integer_matmul_u8u8_ref): bit-identical by contract, tested.
 IntegerActivations run_integer_model_ref(const IntegerModel& model, const IntegerInput& input);

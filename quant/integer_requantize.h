@@ -156,8 +156,19 @@ inline constexpr int32_t kU8Min = 0, kU8Max = 255, kS8Min = -128, kS8Max = 127;
 // Throws unless 0 <= zero_point <= 255, naming `op` and `what` ("input", "output", ...).
 void check_u8_zero_point(int32_t zero_point, const char* what, const char* op);
 
-// Applies `r` to n int32 values into u8 / s8 (the grid of r must lie inside the type: checked).
+// Applies `r` to n int32 values into u8 / s8 / int16 (the grid of r must lie inside the type:
+// checked): the same integers as r(x[i]) element by element (tested), but with the rounding mode
+// chosen once per call and no branch on the data, so that the loop vectorizes (the hot output
+// stage of every integer op). requantize_relu applies r to max(x, 0).
 void requantize(const int32_t* x, int64_t n, const Requantizer& r, uint8_t* out);
 void requantize(const int32_t* x, int64_t n, const Requantizer& r, int8_t* out);
+void requantize(const int32_t* x, int64_t n, const Requantizer& r, int16_t* out);
+void requantize_relu(const int32_t* x, int64_t n, const Requantizer& r, uint8_t* out);
+// The output stage of a [rows, cols] block with one requantizer per column (a linear layer's
+// per-channel multipliers; u8 grids): out[m, c] = r[c](relu ? max(acc, 0) : acc), the same
+// integers as the scalar loop, vectorized along the row (one requantizer for all columns when
+// they are all equal, as for per-tensor weights).
+void requantize_columns(const int32_t* acc, int64_t rows, int64_t cols, const Requantizer* r,
+                        bool relu, uint8_t* out);
 
 }  // namespace qt::quant

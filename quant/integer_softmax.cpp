@@ -8,7 +8,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "quant/integer_divide.h"
 #include "tensor/error.h"
+#include "tensor/parallel_policy.h"
 
 namespace qt::quant {
 namespace {
@@ -38,6 +40,14 @@ int64_t integer_exp_q31(int64_t m) {
   return p;
 }
 
+namespace {
+// e(d) = exp(-d S_in) in Q0.31: d M0 < 2^32 2^31 = 2^63, the exponent rounded half up to Q5.26.
+int64_t exp_of_distance(const IntegerSoftmax& s, int64_t d) {
+  return integer_exp_q31(
+      rounding_shift_right(d * s.exponent.multiplier, 31 - s.exponent.shift, Rounding::half_up));
+}
+}  // namespace
+
 IntegerSoftmax make_integer_softmax(double input_scale, double gamma, double zeta) {
   const char* op = "make_integer_softmax";
   QT_CHECK(input_scale > 0 && input_scale < 16, "{}: the input scale {} must be in (0, 16)", op,
@@ -49,6 +59,9 @@ IntegerSoftmax make_integer_softmax(double input_scale, double gamma, double zet
   s.exponent = quantize_multiplier(std::ldexp(input_scale, kSoftmaxExponentBits), op);
   s.stretch = std::llround(std::ldexp(255.0 * (zeta - gamma), kStretchBits));
   s.offset = std::llround(std::ldexp(255.0 * gamma, kStretchBits));
+  s.exp_of_distance.resize(256);
+  for (int64_t d = 0; d < 256; ++d)
+    s.exp_of_distance[static_cast<size_t>(d)] = exp_of_distance(s, d);
   return s;
 }
 
@@ -62,52 +75,60 @@ void softmax_rows(const IntegerSoftmax& s, const T* x, int64_t rows, int64_t n, 
   QT_CHECK(keep == nullptr || keep_stride >= 0, "integer_softmax: negative mask stride {}",
            keep_stride);
   check_multiplier(s.exponent, "integer_softmax");
-  std::vector<int64_t> e(static_cast<size_t>(n));  // once per call
   const int64_t upper = 255 * (int64_t{1} << kOutputShift);
-  const auto exponent_of = [&](int64_t d) {
-    // d * M0 < 2^32 * 2^31 = 2^63; the exponent in Q5.26.
-    return integer_exp_q31(
-        rounding_shift_right(d * s.exponent.multiplier, 31 - s.exponent.shift, Rounding::half_up));
-  };
-  // u8 scores: d = max - x takes at most 256 values, so e(d) is a table built once per call
-  // (the same integers, computed once instead of once per element).
-  std::array<int64_t, 256> exp_of_d{};
-  if constexpr (std::is_same_v<T, uint8_t>)
-    for (int64_t d = 0; d < 256; ++d) exp_of_d[static_cast<size_t>(d)] = exponent_of(d);
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * n;
-    const uint8_t* kr = keep == nullptr ? nullptr : keep + r * keep_stride;
-    uint8_t* yr = out + r * n;
-    bool any = false;
-    int64_t max = std::numeric_limits<int64_t>::min();
-    for (int64_t j = 0; j < n; ++j)
-      if (kr == nullptr || kr[j] != 0) {
-        any = true;
-        max = std::max<int64_t>(max, xr[j]);
-      }
-    if (!any) {
-      std::fill(yr, yr + n, uint8_t{0});
-      continue;
-    }
-    int64_t sum = 0;  // < 2^20 * 2^31
-    for (int64_t j = 0; j < n; ++j) {
-      if (kr != nullptr && kr[j] == 0) {
-        e[j] = 0;
+  const auto exponent_of = [&](int64_t d) { return exp_of_distance(s, d); };
+  // u8 scores: d = max - x takes at most 256 values, so e(d) is a table (built by
+  // make_integer_softmax; here only for a hand-built IntegerSoftmax).
+  std::array<int64_t, 256> local_table{};
+  const int64_t* exp_of_d = s.exp_of_distance.data();
+  if (std::is_same_v<T, uint8_t> && s.exp_of_distance.size() != 256) {
+    for (int64_t d = 0; d < 256; ++d) local_table[static_cast<size_t>(d)] = exponent_of(d);
+    exp_of_d = local_table.data();
+  }
+  // Rows are independent: an OpenMP team over rows, each thread with its own e buffer. Nothing
+  // below can throw (the checks above cover the inputs; sum >= 2^31 > 0 for make_exact_divider).
+#pragma omp parallel if (worth_parallel(rows * n, WorkCost::heavy))
+  {
+    std::vector<int64_t> e(static_cast<size_t>(n));  // once per thread and call
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * n;
+      const uint8_t* kr = keep == nullptr ? nullptr : keep + r * keep_stride;
+      uint8_t* yr = out + r * n;
+      bool any = false;
+      int64_t max = std::numeric_limits<int64_t>::min();
+      for (int64_t j = 0; j < n; ++j)
+        if (kr == nullptr || kr[j] != 0) {
+          any = true;
+          max = std::max<int64_t>(max, xr[j]);
+        }
+      if (!any) {
+        std::fill(yr, yr + n, uint8_t{0});
         continue;
       }
-      const int64_t d = max - int64_t{xr[j]};  // in [0, 2^32)
-      if constexpr (std::is_same_v<T, uint8_t>)
-        e[j] = exp_of_d[static_cast<size_t>(d)];
-      else
-        e[j] = exponent_of(d);
-      sum += e[j];
-    }
-    // sum >= 2^31: the maximum's e is exactly 2^31.
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t p = ((e[j] << kProbabilityBits) + sum / 2) / sum;  // Q0.30, half up
-      const int64_t v = s.stretch * p + s.offset * (int64_t{1} << kProbabilityBits);
-      yr[j] = static_cast<uint8_t>(rounding_shift_right(std::clamp<int64_t>(v, 0, upper),
-                                                        kOutputShift, Rounding::half_to_even));
+      int64_t sum = 0;  // < 2^20 * 2^31
+      for (int64_t j = 0; j < n; ++j) {
+        if (kr != nullptr && kr[j] == 0) {
+          e[j] = 0;
+          continue;
+        }
+        const int64_t d = max - int64_t{xr[j]};  // in [0, 2^32)
+        if constexpr (std::is_same_v<T, uint8_t>)
+          e[j] = exp_of_d[d];
+        else
+          e[j] = exponent_of(d);
+        sum += e[j];
+      }
+      // sum >= 2^31: the maximum's e is exactly 2^31. One exact reciprocal of the sum per row
+      // (quant/integer_divide.h): the same integers as dividing each element.
+      const ExactDivider by_sum = make_exact_divider(static_cast<uint64_t>(sum));
+      for (int64_t j = 0; j < n; ++j) {
+        const auto p = static_cast<int64_t>(
+            divide(static_cast<uint64_t>((e[j] << kProbabilityBits) + sum / 2), by_sum));  // Q0.30
+        const int64_t v = s.stretch * p + s.offset * (int64_t{1} << kProbabilityBits);
+        yr[j] = static_cast<uint8_t>(rounding_shift_right(std::clamp<int64_t>(v, 0, upper),
+                                                          kOutputShift, Rounding::half_to_even));
+      }
     }
   }
 }

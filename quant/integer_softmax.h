@@ -41,6 +41,7 @@
 
 #include <array>
 #include <cstdint>
+#include <vector>
 
 #include "quant/integer_requantize.h"
 
@@ -59,6 +60,10 @@ struct IntegerSoftmax {
   QuantizedMultiplier exponent;  // S_in 2^26
   int64_t stretch = 0;           // A = round(255 (zeta - gamma) 2^20)
   int64_t offset = 0;            // G = round(255 gamma 2^20)
+  // e(d) = integer_exp_q31(round(d M)) for the 256 distances d = max - x of u8 scores, computed
+  // once by make_integer_softmax (the same integers the forward would compute per row; empty in a
+  // hand-built IntegerSoftmax, then the forward tabulates them per call).
+  std::vector<int64_t> exp_of_distance;
 };
 
 // gamma = 0, zeta = 1 is the plain softmax. Throws for S_in outside (0, 16), gamma > 0, zeta < 1,

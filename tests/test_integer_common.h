@@ -21,7 +21,15 @@
 
 #include <fmt/format.h>
 
+#include "tensor/threads.h"
+
 namespace qt::test {
+
+// Restores the OpenMP thread count a test changes (the integer ops must not depend on it).
+struct ThreadGuard {
+  int threads = qt::num_threads();
+  ~ThreadGuard() { qt::set_num_threads(threads); }
+};
 
 struct LsbError {
   int64_t count = 0;

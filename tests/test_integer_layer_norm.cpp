@@ -223,3 +223,29 @@ TEST_CASE("integer_layer_norm: bad layers and inputs are named errors") {
                        doctest::Contains("row 0, channel 1: input code 40000 is beyond 2^15"),
                        qt::Error);
 }
+
+TEST_CASE("integer_layer_norm: bit-identical on 1 and 2 threads, errors named before the team") {
+  std::mt19937 rng(4096);
+  const int64_t rows = 300, C = 256;  // large enough for the OpenMP team
+  std::vector<int8_t> gamma(C);
+  std::vector<double> beta(C);
+  std::uniform_int_distribution<int> g(-127, 127), v(-3000, 3000);
+  for (int64_t c = 0; c < C; ++c) {
+    gamma[c] = static_cast<int8_t>(g(rng));
+    beta[c] = 0.01 * g(rng);
+  }
+  const IntegerLayerNorm ln = make_integer_layer_norm(C, gamma.data(), 0.02, beta.data(), 0.05,
+                                                      1e-5, 0.03, 120, Requant::double_rounding);
+  std::vector<int32_t> x(rows * C);
+  for (int32_t& q : x) q = v(rng);
+  const qt::test::ThreadGuard guard;
+  std::vector<uint8_t> one(rows * C), two(rows * C);
+  qt::set_num_threads(1);
+  integer_layer_norm(ln, x.data(), rows, one.data());
+  qt::set_num_threads(2);
+  integer_layer_norm(ln, x.data(), rows, two.data());
+  CHECK(one == two);
+  x[257 * C + 3] = (1 << 15) + 1;  // row 257, channel 3
+  CHECK_THROWS_WITH_AS(integer_layer_norm(ln, x.data(), rows, one.data()),
+                       doctest::Contains("row 257, channel 3: input code 32769"), qt::Error);
+}

@@ -17,13 +17,9 @@
 
 using namespace qt::quant;
 using qt::test::LsbError;
+using qt::test::ThreadGuard;
 
 namespace {
-
-struct ThreadGuard {
-  int threads = qt::num_threads();
-  ~ThreadGuard() { qt::set_num_threads(threads); }
-};
 
 template <typename T>
 std::vector<T> random_codes(size_t n, int lo, int hi, std::mt19937& rng) {

@@ -83,7 +83,8 @@ const std::vector<Variant>& all_variants() {
 
 }  // namespace
 
-TEST_CASE("test_integer_model: fast and reference kernels, 1 and 2 threads, give the same bits") {
+TEST_CASE(
+    "test_integer_model: fast and reference kernels, 1 and 2 threads, reused buffers: same bits") {
   for (const Variant& v : all_variants()) {
     CAPTURE(variant_name(v));
     Calibrated c = calibrated(v);
@@ -101,11 +102,17 @@ TEST_CASE("test_integer_model: fast and reference kernels, 1 and 2 threads, give
       qt::set_num_threads(previous);
     }
     const qt::quant::IntegerActivations ref = qt::quant::run_integer_model_ref(im, input);
+    // Buffers reused from another batch's forward must not leak into this one.
+    qt::quant::IntegerActivations reused;
+    qt::quant::run_integer_model(im, qt::quant::integer_input(im, validation_batch(c, 5)), reused);
+    qt::quant::run_integer_model(im, input, reused);
     for (size_t t = 0; t < im.tensors.size(); ++t) {
       CAPTURE(im.tensors[t].name);
       CHECK(one.u8[t] == ref.u8[t]);
       CHECK(one.s32[t] == ref.s32[t]);
       CHECK(two.u8[t] == ref.u8[t]);
+      CHECK(reused.u8[t] == ref.u8[t]);
+      CHECK(reused.s32[t] == ref.s32[t]);
     }
     // Not a degenerate model: the output codes vary.
     const std::vector<uint8_t>& out = one.u8[static_cast<size_t>(im.output)];

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include "quant/integer_requantize.h"
 #include "tensor/error.h"
@@ -16,6 +17,7 @@
 
 using namespace qt::quant;
 using qt::test::LsbError;
+using qt::test::ThreadGuard;
 
 namespace {
 constexpr int32_t kMin = std::numeric_limits<int32_t>::min();
@@ -230,4 +232,103 @@ TEST_CASE("integer_requantize: the output stage clamps to u8 / s8 with the zero 
                        qt::Error);
   CHECK_THROWS_WITH_AS(make_requantizer(-1.0, 0, 0, 255, Requant::double_rounding),
                        doctest::Contains("finite and >= 0"), qt::Error);
+}
+
+TEST_CASE("integer_requantize: the vectorized array stage equals the scalar Requantizer") {
+  // Truth: Requantizer::operator() element by element (itself tested above against exact
+  // products). Every mode, every shift in [-31, 30], random and extreme accumulators, u8 / s8 /
+  // int16 grids, ReLU; the arrays are long enough to take the OpenMP path too.
+  std::mt19937_64 rng(25087);
+  std::uniform_int_distribution<int32_t> any(kMin, kMax), small(-70000, 70000);
+  std::vector<int32_t> x(70000);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = i % 3 == 0 ? any(rng) : small(rng);
+  const int32_t edges[] = {0, 1, -1, kMin, kMax, kMin + 1, kMax - 1, 1 << 30, -(1 << 30), 7984};
+  for (size_t i = 0; i < std::size(edges); ++i) x[i] = edges[i];
+  const ThreadGuard guard;
+  int64_t compared = 0;
+  for (Requant mode : {Requant::double_rounding, Requant::single_half_up, Requant::single_half_away,
+                       Requant::single_half_even})
+    for (int shift = -31; shift <= 30; shift += (shift < -2 || shift > 2) ? 5 : 1) {
+      for (int32_t m0 : {int32_t{1} << 30, 1583594044, kMax, 1431655765}) {
+        const Requantizer u{{m0, shift}, 17, kU8Min, kU8Max, mode};
+        const Requantizer s{{m0, shift}, -5, kS8Min, kS8Max, mode};
+        const Requantizer w{{m0, shift}, 300, -32768, 32767, mode};
+        // M >= 1 with double rounding throws for large x in the scalar stage: use small x then.
+        const bool checked = mode == Requant::double_rounding && shift > 0;
+        const int64_t n = checked ? 0 : static_cast<int64_t>(x.size());
+        std::vector<uint8_t> yu(x.size()), yr(x.size());
+        std::vector<int8_t> ys(x.size());
+        std::vector<int16_t> yw(x.size());
+        for (int threads : {1, 2}) {
+          qt::set_num_threads(threads);
+          requantize(x.data(), n, u, yu.data());
+          requantize_relu(x.data(), n, u, yr.data());
+          requantize(x.data(), n, s, ys.data());
+          requantize(x.data(), n, w, yw.data());
+          int64_t bad = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            bad += yu[i] != u(x[i]);
+            bad += yr[i] != u(std::max(x[i], 0));
+            bad += ys[i] != s(x[i]);
+            bad += yw[i] != w(x[i]);
+          }
+          CHECK_MESSAGE(bad == 0, requant_name(mode), " shift ", shift, " M0 ", m0, " threads ",
+                        threads);
+          compared += 4 * n;
+        }
+      }
+    }
+  CHECK(compared > 10'000'000);
+  // M >= 1 under double rounding: the checked scalar path, overflow named.
+  const Requantizer big{{1 << 30, 3}, 0, kU8Min, kU8Max, Requant::double_rounding};
+  const int32_t few[] = {1, 2, -3};
+  uint8_t out[3];
+  requantize(few, 3, big, out);
+  CHECK(out[0] == big(1));
+  CHECK(out[1] == big(2));
+  const int32_t huge[] = {kMax};
+  CHECK_THROWS_WITH_AS(requantize(huge, 1, big, out), doctest::Contains("overflows int32"),
+                       qt::Error);
+}
+
+TEST_CASE("integer_requantize: requantize_columns equals the per-column scalar stage") {
+  std::mt19937_64 rng(227);
+  std::uniform_int_distribution<int32_t> acc_dist(-400000, 400000);
+  std::uniform_real_distribution<double> m_dist(1e-6, 0.9);
+  std::uniform_int_distribution<int32_t> zp_dist(0, 255);
+  const ThreadGuard guard;
+  for (Requant mode : {Requant::double_rounding, Requant::single_half_even}) {
+    const int64_t rows = 300, cols = 97;
+    std::vector<int32_t> acc(rows * cols);
+    for (int32_t& a : acc) a = acc_dist(rng);
+    // Per channel (all different), per tensor (all equal), and mixed modes (scalar fallback).
+    std::vector<Requantizer> per_channel, per_tensor, mixed;
+    const Requantizer one = make_requantizer(0.003, 128, kU8Min, kU8Max, mode);
+    for (int64_t c = 0; c < cols; ++c) {
+      per_channel.push_back(make_requantizer(m_dist(rng), zp_dist(rng), kU8Min, kU8Max, mode));
+      per_tensor.push_back(one);
+      mixed.push_back(make_requantizer(m_dist(rng), zp_dist(rng), kU8Min, kU8Max,
+                                       c % 2 ? Requant::double_rounding : Requant::single_half_up));
+    }
+    for (const auto* r : {&per_channel, &per_tensor, &mixed})
+      for (bool relu : {false, true})
+        for (int threads : {1, 2}) {
+          qt::set_num_threads(threads);
+          std::vector<uint8_t> y(acc.size());
+          requantize_columns(acc.data(), rows, cols, r->data(), relu, y.data());
+          int64_t bad = 0;
+          for (int64_t m = 0; m < rows; ++m)
+            for (int64_t c = 0; c < cols; ++c) {
+              const int32_t a = acc[m * cols + c];
+              bad += y[m * cols + c] != (*r)[c](relu ? std::max(a, 0) : a);
+            }
+          CHECK(bad == 0);
+        }
+  }
+  std::vector<Requantizer> s8(3,
+                              make_requantizer(0.5, 0, kS8Min, kS8Max, Requant::double_rounding));
+  int32_t acc[3] = {1, 2, 3};
+  uint8_t y[3];
+  CHECK_THROWS_WITH_AS(requantize_columns(acc, 1, 3, s8.data(), false, y),
+                       doctest::Contains("does not fit u8"), qt::Error);
 }

@@ -191,3 +191,37 @@ TEST_CASE("integer_softmax: a causal mask per row, and bad parameters") {
   CHECK_THROWS_WITH_AS(integer_softmax(s, x.data(), 1, 0, nullptr, 0, out.data()),
                        doctest::Contains("bad shape [1, 0]"), qt::Error);
 }
+
+TEST_CASE("integer_softmax: the built exp table, a hand-built softmax and any thread count agree") {
+  // Truth: the per-call tabulation of a hand-built IntegerSoftmax (no exp_of_distance) on one
+  // thread; the fast path (the table made once by make_integer_softmax) on 1 and 2 threads must
+  // give the same codes, for u8 and int32 scores, with and without a per-row mask.
+  std::mt19937 rng(50);
+  std::uniform_int_distribution<int> code(0, 255);
+  const int64_t rows = 600, n = 128;  // large enough for the OpenMP team
+  std::vector<uint8_t> x8(rows * n), keep(rows * n);
+  std::vector<int32_t> x32(rows * n);
+  for (int64_t i = 0; i < rows * n; ++i) {
+    x8[i] = static_cast<uint8_t>(code(rng));
+    x32[i] = code(rng) * 37 - 4000;
+    keep[i] = code(rng) % 5 != 0;
+  }
+  const IntegerSoftmax made = make_integer_softmax(0.07, -0.025, 1.0);
+  IntegerSoftmax hand = made;
+  hand.exp_of_distance.clear();
+  const qt::test::ThreadGuard guard;
+  const uint8_t* const masks[] = {nullptr, keep.data()};
+  for (const uint8_t* mask : masks) {
+    qt::set_num_threads(1);
+    std::vector<uint8_t> want8(rows * n), want32(rows * n), got(rows * n);
+    integer_softmax(hand, x8.data(), rows, n, mask, n, want8.data());
+    integer_softmax(hand, x32.data(), rows, n, mask, n, want32.data());
+    for (int threads : {1, 2}) {
+      qt::set_num_threads(threads);
+      integer_softmax(made, x8.data(), rows, n, mask, n, got.data());
+      CHECK(got == want8);
+      integer_softmax(made, x32.data(), rows, n, mask, n, got.data());
+      CHECK(got == want32);
+    }
+  }
+}
