@@ -34,6 +34,7 @@
 #include "tensor/file_lock.h"
 #include "tensor/json_parse.h"
 #include "tensor/threads.h"
+#include "tensor/version.h"
 
 namespace qt::models {
 namespace {
@@ -507,6 +508,7 @@ TrainResult pretrain(const RunConfig& config, const TrainOptions& options) {
   // Model files record the tokenizer their inputs were encoded with (text runs), so that eval and
   // quantize refuse a data directory whose tokenizer differs (models/saved_model.h).
   std::map<std::string, std::string> model_metadata;
+  model_metadata["qtlab_version"] = std::string(qtlab_version());
   if (!data.tokenizer_fingerprint.empty())
     model_metadata[kTokenizerFingerprintKey] = data.tokenizer_fingerprint;
 

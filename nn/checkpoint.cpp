@@ -15,6 +15,7 @@ namespace qt::nn {
 namespace {
 
 constexpr const char* kModelFormat = "qtlab.model";
+constexpr const char* kModelFormatVersion = "1";
 
 bool starts_with(const std::string& text, const std::string& prefix) {
   return text.compare(0, prefix.size(), prefix) == 0;
@@ -101,6 +102,7 @@ void save_model(const std::string& path, const Module& model, const std::string&
                 const std::map<std::string, std::string>& extra_metadata) {
   std::map<std::string, std::string> metadata = extra_metadata;
   metadata["format"] = kModelFormat;
+  metadata.insert_or_assign("format_version", std::string(kModelFormatVersion));
   metadata["config"] = config_json;
   save_safetensors(path, model_tensors(model), metadata);
 }

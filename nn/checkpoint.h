@@ -1,8 +1,12 @@
 // Model files as safetensors (tensor/safetensors.h), readable by PyTorch tools.
 //
 // Model file: every parameter and buffer of a Module under its dotted name
-// ("encoder.layer.0.attention.query.weight"), plus metadata
-//   "format" = "qtlab.model", "config" = the model's configuration as a JSON string.
+// ("encoder.layer.0.attention.query.weight"), plus metadata (strings, readable by any safetensors
+// reader):
+//   "format" = "qtlab.model", "format_version" = "1", "config" = the run's configuration as JSON;
+//   from `qtlab pretrain` also "qtlab_version" (the git commit, tensor/version.h) and, for text
+//   runs, "tokenizer.fingerprint" (16 hex digits, FNV-1a 64 of the BPE merges: the "fingerprint"
+//   field of the data directory's tokenizer.json that the inputs were encoded with).
 // Training checkpoints (model + optimizer state, models/training_checkpoint.h) hold the same model
 // tensors plus tensors under the prefix "optimizer."; load_model reads the model part of either.
 //

@@ -285,3 +285,24 @@ TEST_CASE("test_pretrain_command: a text model refuses a data directory with ano
   CHECK(missing.status != 0);
   CHECK_MESSAGE(missing.output.find("tokenizer.json") != std::string::npos, missing.output);
 }
+
+TEST_CASE("test_pretrain_command: --version, and the version and format in the model file") {
+  const auto version = qt::test::run_command(qtlab("--version"));
+  REQUIRE_MESSAGE(version.status == 0, version.output);
+  // "qtlab <git describe>": a commit hash (12 hex digits, maybe "-dirty") or "unknown".
+  REQUIRE(version.output.rfind("qtlab ", 0) == 0);
+  std::string described = version.output.substr(6);
+  while (!described.empty() && (described.back() == '\n' || described.back() == '\r'))
+    described.pop_back();
+  CHECK((described == "unknown" || described.size() >= 12));
+  const auto dir = fresh("version");
+  const auto r = qt::test::run_command(qtlab("pretrain --model bert-mini --steps 1 " +
+                                             std::string(kTiny) + "--run-dir " + dir.string()));
+  REQUIRE_MESSAGE(r.status == 0, r.output);
+  // Read with the plain safetensors reader: what any other reader sees.
+  const auto metadata = qt::load_safetensors_metadata((dir / "model.safetensors").string());
+  CHECK(metadata.at("format") == "qtlab.model");
+  CHECK(metadata.at("format_version") == "1");
+  CHECK(metadata.at("qtlab_version") == described);
+  CHECK(nlohmann::json::parse(metadata.at("config"))["model"]["family"] == "bert");
+}

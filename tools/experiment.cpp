@@ -64,6 +64,7 @@
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
 #include "tensor/safetensors.h"
+#include "tensor/version.h"
 #include "tools/commands.h"
 #include "tools/experiment_plan.h"
 
@@ -282,8 +283,15 @@ bool step_complete(const PlannedRun& run, const StepRecords& s) {
 // The quantities that identify a record: which plan, run, variant, seed and step it belongs to.
 json record_identity(const ExperimentPlan& plan, const PlannedRun& run, int64_t step,
                      const std::string& kind) {
-  return {{"plan", plan.name}, {"run", run.name}, {"group", run.group}, {"variant", run.variant},
-          {"seed", run.seed},  {"step", step},    {"steps", run.steps}, {"kind", kind}};
+  return {{"plan", plan.name},
+          {"run", run.name},
+          {"group", run.group},
+          {"variant", run.variant},
+          {"seed", run.seed},
+          {"step", step},
+          {"steps", run.steps},
+          {"kind", kind},
+          {"qtlab_version", std::string(qt::qtlab_version())}};
 }
 
 // The metrics.jsonl record of `step` (the validation at a stop step is always logged).

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "optim/distributed.h"
+#include "tensor/version.h"
 #include "tools/bench.h"
 #include "tools/commands.h"
 
@@ -50,6 +51,8 @@ void require_positive_threads(CLI::App& app) {
 int main(int argc, char** argv) {
   CLI::App app{"qtlab: quantizable transformers on CPUs (clipped softmax, gated attention, W8A8)"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", "qtlab " + std::string(qt::qtlab_version()),
+                       "print the qtlab version (the git commit it was built from) and exit");
   add_bench_command(app);
   add_pretrain_command(app);
   add_eval_command(app);

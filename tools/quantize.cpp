@@ -35,6 +35,7 @@
 #include "tensor/atomic_file.h"
 #include "tensor/error.h"
 #include "tensor/threads.h"
+#include "tensor/version.h"
 #include "tools/commands.h"
 #include "tools/quantization_spec.h"
 
@@ -223,6 +224,7 @@ QuantizedEvaluation quantize_and_evaluate(const qt::models::Model& model,
   out.weights = setup.weights.size();
   const bool vit = config.model.family == qt::models::Family::vit;
   out.record = {{"checkpoint", a.checkpoint},
+                {"qtlab_version", std::string(qt::qtlab_version())},
                 {"family", family},
                 {"label", out.label},
                 {"weight_bits", options.weight_bits},
