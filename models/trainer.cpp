@@ -150,10 +150,19 @@ class Progress {
   bool enabled_, terminal_;
 };
 
-std::string evaluation_summary(Family family, const EvaluationResult& r) {
+// The metric and the data it was measured on (training evaluates train.eval_batches batches, not
+// the split `qtlab eval` / `quantize` use by default, so the numbers differ and say why).
+std::string evaluation_summary(Family family, const EvaluationResult& r,
+                               int64_t validation_samples) {
+  const std::string on = r.samples >= validation_samples
+                             ? fmt::format("the whole validation split, {} {}", r.samples,
+                                           family == Family::vit ? "images" : "sequences")
+                             : fmt::format("{} of {} validation {}", r.samples, validation_samples,
+                                           family == Family::vit ? "images" : "sequences");
   if (family == Family::vit)
-    return fmt::format("val_loss {:.4f}  val_accuracy {:.2f}%", r.loss, 100 * r.accuracy);
-  return fmt::format("val_loss {:.4f}  val_perplexity {:.2f}", r.loss, r.perplexity);
+    return fmt::format("val_loss {:.4f}  val_accuracy {:.2f}%  ({})", r.loss, 100 * r.accuracy, on);
+  return fmt::format("val_loss {:.4f}  val_perplexity {:.2f}  ({}, {} predicted tokens)", r.loss,
+                     r.perplexity, on, r.labels);
 }
 
 void add_evaluation(nlohmann::json& record, Family family, const EvaluationResult& r) {
@@ -388,8 +397,28 @@ void optimizer_step(TrainingRun& run, const optim::Schedule& schedule, StepResul
 struct LogWindow {
   Clock::time_point loop_start, window_start;
   int64_t first_step = 0;
-  int64_t steps = 0;  // steps since window_start
+  int64_t steps = 0;              // steps since window_start
+  double evaluation_seconds = 0;  // spent in validation since loop_start
+  int64_t evaluations = 0;
 };
+
+double eta_seconds(const TrainingConfig& train, const RunData& data, const LogWindow& window,
+                   int64_t step, double elapsed) {
+  EtaInputs in;
+  in.steps = train.steps;
+  in.eval_every = train.eval_every;
+  in.step = step;
+  in.steps_done = step - window.first_step;
+  in.seconds = elapsed;
+  in.evaluation_seconds = window.evaluation_seconds;
+  in.evaluations = window.evaluations;
+  const int64_t micro_batch = train.batch_size / train.accumulation;
+  in.eval_batches = train.eval_batches > 0
+                        ? train.eval_batches
+                        : (data.validation_samples + micro_batch - 1) / micro_batch;
+  in.accumulation = train.accumulation;
+  return training_eta_seconds(in);
+}
 
 // Step 4. At a log or evaluation step: one metrics.jsonl record (leader), the progress line and,
 // at evaluation steps, the validation loss / perplexity or accuracy.
@@ -402,8 +431,7 @@ void log_and_evaluate(const RunConfig& config, const RunFiles& files, const RunD
   const double window_seconds = seconds_since(window.window_start);
   const double tokens_per_s = tokens_per_step * window.steps / std::max(window_seconds, 1e-9);
   const double elapsed = seconds_since(window.loop_start);
-  const double eta = elapsed / static_cast<double>(step - window.first_step) *
-                     static_cast<double>(train.steps - step);
+  const double eta = eta_seconds(train, data, window, step, elapsed);
   nlohmann::json record = {{"step", step},
                            {"loss", step_result.loss},
                            {"lr", step_result.lr},
@@ -416,10 +444,14 @@ void log_and_evaluate(const RunConfig& config, const RunFiles& files, const RunD
       format_duration(elapsed), format_duration(eta)));
   if (evaluate_now) {
     const int64_t micro_batch = train.batch_size / train.accumulation;
+    const auto evaluation_start = Clock::now();
     result.validation = evaluate(*run.model, data, micro_batch, train.eval_batches);
+    window.evaluation_seconds += seconds_since(evaluation_start);
+    ++window.evaluations;
     add_evaluation(record, config.model.family, result.validation);
-    progress.line(fmt::format("step {}/{}  loss {:.4f}  {}", step, train.steps, step_result.loss,
-                              evaluation_summary(config.model.family, result.validation)));
+    progress.line(fmt::format(
+        "step {}/{}  loss {:.4f}  {}", step, train.steps, step_result.loss,
+        evaluation_summary(config.model.family, result.validation, data.validation_samples)));
   }
   // Each record is on disk before the run goes on: a full disk stops the run here, at the step
   // whose record failed, not at some later buffer flush.
@@ -589,6 +621,19 @@ TrainResult pretrain(const RunConfig& config, const TrainOptions& options) {
         "{} (continue with --resume)",
         run.step, train.steps, trained, format_duration(result.seconds), files.checkpoint));
   return result;
+}
+
+double training_eta_seconds(const EtaInputs& in) {
+  const int64_t done = std::max<int64_t>(in.steps_done, 1);
+  const double step_seconds = std::max(in.seconds - in.evaluation_seconds, 0.0) / done;
+  int64_t evaluations_left = in.steps / in.eval_every - in.step / in.eval_every;
+  if (in.steps % in.eval_every != 0 && in.step < in.steps) ++evaluations_left;
+  const double per_evaluation = in.evaluations > 0
+                                    ? in.evaluation_seconds / static_cast<double>(in.evaluations)
+                                    : static_cast<double>(in.eval_batches) * step_seconds /
+                                          (3.0 * static_cast<double>(in.accumulation));
+  return step_seconds * static_cast<double>(in.steps - in.step) +
+         per_evaluation * static_cast<double>(evaluations_left);
 }
 
 }  // namespace qt::models

@@ -91,4 +91,18 @@ TrainResult pretrain(const RunConfig& config, const TrainOptions& options);
 std::string checkpoint_path(const std::string& run_dir);
 std::string final_model_path(const std::string& run_dir);
 
+// The progress line's ETA: the training steps left at the rate measured so far (validation time
+// excluded), plus the validations still to come (every eval_every steps, and at the last step) at
+// their measured mean cost, or, before the first one, at a forward-only estimate: a third of a
+// training step's time per validation batch (a step is forward + backward over `accumulation`
+// micro batches).
+struct EtaInputs {
+  int64_t steps = 0, eval_every = 1, step = 0;  // the schedule's steps; validations; now
+  int64_t steps_done = 0;                       // steps trained by this invocation
+  double seconds = 0;                           // wall time since it started, validations included
+  double evaluation_seconds = 0;                // of which in validation
+  int64_t evaluations = 0, eval_batches = 0, accumulation = 1;
+};
+double training_eta_seconds(const EtaInputs& in);
+
 }  // namespace qt::models

@@ -51,6 +51,10 @@ TEST_CASE("test_pretrain_command: flags, config file, --set, progress and eval")
   CHECK(r.output.find("step 2/4") != std::string::npos);
   CHECK(r.output.find("tok/s") != std::string::npos);
   CHECK(r.output.find("eta") != std::string::npos);
+  // Every validation figure names its data; the end is a readable summary, not JSON.
+  CHECK(r.output.find("(32 of 256 validation sequences") != std::string::npos);
+  CHECK(r.output.find("summary: trained 4 steps (to step 4)") != std::string::npos);
+  CHECK(r.output.find("{\"") == std::string::npos);
   std::ifstream stored(dir / "config.json");
   const nlohmann::json config = nlohmann::json::parse(stored);
   CHECK(config["model"]["family"] == "opt");       // from the file's preset
@@ -296,9 +300,14 @@ TEST_CASE("test_pretrain_command: --version, and the version and format in the m
     described.pop_back();
   CHECK((described == "unknown" || described.size() >= 12));
   const auto dir = fresh("version");
-  const auto r = qt::test::run_command(qtlab("pretrain --model bert-mini --steps 1 " +
+  const auto r = qt::test::run_command(qtlab("pretrain --json --model bert-mini --steps 1 " +
                                              std::string(kTiny) + "--run-dir " + dir.string()));
   REQUIRE_MESSAGE(r.status == 0, r.output);
+  // --json: the final figures as one JSON line.
+  const nlohmann::json printed = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  CHECK(printed["steps"] == 1);
+  CHECK(printed["val_samples"] == 32);
+  CHECK(printed.contains("val_perplexity"));
   // Read with the plain safetensors reader: what any other reader sees.
   const auto metadata = qt::load_safetensors_metadata((dir / "model.safetensors").string());
   CHECK(metadata.at("format") == "qtlab.model");

@@ -425,3 +425,30 @@ TEST_CASE("test_trainer: a model far larger than memory is refused before it is 
   CHECK(error_of([&] { qt::models::pretrain(config, quiet()); }).find("is available") !=
         std::string::npos);
 }
+
+TEST_CASE("test_trainer: the ETA counts the validations still to come") {
+  // Hand-computed: 100 s so far for 10 steps, of which 20 s in 2 validations: 8 s per step and
+  // 10 s per validation. At step 10 of 100 with eval_every 25: 90 steps and validations at 25, 50,
+  // 75, 100 left: 90 * 8 + 4 * 10 = 760 s.
+  qt::models::EtaInputs in;
+  in.steps = 100;
+  in.eval_every = 25;
+  in.step = 10;
+  in.steps_done = 10;
+  in.seconds = 100;
+  in.evaluation_seconds = 20;
+  in.evaluations = 2;
+  in.eval_batches = 8;
+  CHECK(qt::models::training_eta_seconds(in) == doctest::Approx(760));
+  // 100 steps with eval_every 30: validations at 30, 60, 90 and the last step, 100.
+  in.eval_every = 30;
+  CHECK(qt::models::training_eta_seconds(in) == doctest::Approx(90 * 8 + 4 * 10));
+  // Before any validation: estimated as a third of a step per validation batch (8 / 3 * 8).
+  in.evaluation_seconds = 0;
+  in.evaluations = 0;
+  in.seconds = 80;
+  CHECK(qt::models::training_eta_seconds(in) == doctest::Approx(90 * 8 + 4 * (8.0 * 8 / 3)));
+  // At the end nothing is left.
+  in.step = 100;
+  CHECK(qt::models::training_eta_seconds(in) == doctest::Approx(0));
+}

@@ -38,7 +38,7 @@ struct PretrainArguments {
   std::optional<int64_t> steps, batch_size;
   int64_t stop_at = -1;
   std::optional<std::string> seed;  // text: parsed by the config key (CLI11 would wrap -1)
-  bool resume = false, quiet = false, list_keys = false;
+  bool resume = false, quiet = false, json = false, list_keys = false;
   int threads = 0;
 };
 
@@ -109,15 +109,30 @@ void run_pretrain(const PretrainArguments& a) {
   options.stop_at_step = a.stop_at;
   read_fault_injection(options);
   const qt::models::TrainResult result = qt::models::pretrain(config, options);
-  if (qt::distributed::rank() == 0 && !a.quiet && result.steps_trained > 0)
-    std::printf("%s\n", nlohmann::json({{"steps", result.steps},
-                                        {"loss", result.last_loss},
-                                        {"val_loss", result.validation.loss},
-                                        {"val_perplexity", result.validation.perplexity},
-                                        {"val_accuracy", result.validation.accuracy},
-                                        {"seconds", result.seconds}})
-                            .dump()
-                            .c_str());
+  if (qt::distributed::rank() != 0 || result.steps_trained == 0) return;
+  const nlohmann::json summary = {{"steps", result.steps},
+                                  {"steps_trained", result.steps_trained},
+                                  {"loss", result.last_loss},
+                                  {"val_loss", result.validation.loss},
+                                  {"val_samples", result.validation.samples},
+                                  {"seconds", result.seconds}};
+  nlohmann::json record = summary;
+  const bool vit = config.model.family == qt::models::Family::vit;
+  record[vit ? "val_accuracy" : "val_perplexity"] =
+      vit ? result.validation.accuracy : result.validation.perplexity;
+  if (a.json) {  // one machine-readable line (the same figures as metrics.jsonl's last record)
+    std::printf("%s\n", record.dump().c_str());
+  } else if (!a.quiet) {
+    const std::string metric =
+        vit ? fmt::format("validation accuracy {:.2f}%", 100 * result.validation.accuracy)
+            : fmt::format("validation perplexity {:.2f}", result.validation.perplexity);
+    std::printf(
+        "summary: trained %lld steps (to step %lld) in %.0f s; last training loss %.4f; "
+        "%s on %lld validation %s (metrics.jsonl has every step)\n",
+        static_cast<long long>(result.steps_trained), static_cast<long long>(result.steps),
+        result.seconds, result.last_loss, metric.c_str(),
+        static_cast<long long>(result.validation.samples), vit ? "images" : "sequences");
+  }
 }
 
 }  // namespace
@@ -149,6 +164,8 @@ void add_pretrain_command(CLI::App& app) {
   cmd->add_flag("--resume", arguments->resume, "continue the run in --run-dir from its checkpoint");
   cmd->add_option("--threads", arguments->threads, "OpenMP threads per process (default: all)");
   cmd->add_flag("--quiet", arguments->quiet, "no progress output");
+  cmd->add_flag("--json", arguments->json,
+                "print the final figures as one JSON line on stdout (instead of the summary)");
   cmd->add_flag("--list-keys", arguments->list_keys, "print every config key with its help");
   cmd->callback([arguments] { run_pretrain(*arguments); });
 }
