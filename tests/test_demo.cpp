@@ -27,15 +27,30 @@ nlohmann::json read_json(const fs::path& path) {
 }
 
 // `committed`: the directory of the long runs' results files the demo prints beside its rows.
-std::string demo_command(const fs::path& dir, const fs::path& committed) {
+std::string demo_command(const fs::path& dir, const fs::path& committed, int steps = 4) {
   return fmt::format(
-      "DEMO_COMMITTED_RESULTS={} QTLAB={} DEMO_DIR={} DEMO_STEPS=4 DEMO_THREADS=1 "
+      "DEMO_COMMITTED_RESULTS={} QTLAB={} DEMO_DIR={} DEMO_STEPS={} DEMO_THREADS=1 "
       "DEMO_CALIBRATION_BATCHES=2 "
       "DEMO_FLAGS='--dataset synthetic --quiet --set model.layers=2 --set model.hidden=32 "
       "--set model.heads=2 --set model.ffn=64 --set model.vocab_size=64 "
       "--set model.max_length=16 --set train.batch_size=8 --set train.eval_batches=2' "
       "bash {}/tools/demo.sh",
-      committed.string(), QTLAB_BINARY, dir.string(), QTLAB_SOURCE_DIR);
+      committed.string(), QTLAB_BINARY, dir.string(), steps, QTLAB_SOURCE_DIR);
+}
+
+// The demo's directory for `name` ("vanilla", ..., "report") of a non-default configuration:
+// <name>-<steps>steps-<hash of DEMO_FLAGS> (tools/demo.sh); the one match, or an empty path.
+fs::path demo_path(const fs::path& dir, const std::string& name, int steps = 4) {
+  const std::string prefix = name + "-" + std::to_string(steps) + "steps-";
+  fs::path found;
+  int matches = 0;
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.path().filename().string().rfind(prefix, 0) == 0) {
+      found = entry.path();
+      ++matches;
+    }
+  CHECK_MESSAGE(matches == 1, prefix);
+  return found;
 }
 
 // `text` with every run of spaces replaced by one space.
@@ -75,9 +90,9 @@ TEST_CASE("test_demo: three attention variants, W8A8, and the Table 2 columns") 
   REQUIRE_MESSAGE(first.status == 0, first.output);
 
   // The three runs differ only in the attention options of method.md §1-2.
-  const nlohmann::json vanilla = read_json(dir / "vanilla" / "config.json");
-  const nlohmann::json clipped = read_json(dir / "clipped" / "config.json");
-  const nlohmann::json gated = read_json(dir / "gated" / "config.json");
+  const nlohmann::json vanilla = read_json(demo_path(dir, "vanilla") / "config.json");
+  const nlohmann::json clipped = read_json(demo_path(dir, "clipped") / "config.json");
+  const nlohmann::json gated = read_json(demo_path(dir, "gated") / "config.json");
   CHECK(vanilla["model"]["softmax"] == "vanilla");
   CHECK(vanilla["model"]["gate"] == "none");
   CHECK(clipped["model"]["softmax"] == "clipped");
@@ -100,13 +115,14 @@ TEST_CASE("test_demo: three attention variants, W8A8, and the Table 2 columns") 
   const std::string printed = collapse_spaces(first.output);
   for (const std::string variant : {"vanilla", "clipped", "gated"}) {
     CAPTURE(variant);
-    const nlohmann::json q = read_json(dir / variant / "quantize-w8a8.json");
+    const nlohmann::json q = read_json(demo_path(dir, variant) / "quantize-w8a8.json");
     CHECK(q["weight_bits"] == 8);
     CHECK(q["activation_bits"] == 8);
     CHECK(q["calibration_batches"] == 2);
-    const auto a = qt::quant::analysis_from_json(read_json(dir / variant / "analysis.json"));
+    const fs::path run = demo_path(dir, variant);
+    const auto a = qt::quant::analysis_from_json(read_json(run / "analysis.json"));
     const std::string row =
-        fmt::format("{}  bert  4  {:.3f}  {:.3f}  {:.3f}  {:.3f}", variant,
+        fmt::format("{}  bert  4  {:.3f}  {:.3f}  {:.3f}  {:.3f}", run.filename().string(),
                     q["fp"]["perplexity"].get<double>(), a.headline.max_inf_norm,
                     a.headline.avg_kurtosis, q["quantized"]["perplexity"].get<double>());
     // The terminal table pads columns; compare with runs of spaces collapsed.
@@ -116,8 +132,8 @@ TEST_CASE("test_demo: three attention variants, W8A8, and the Table 2 columns") 
   CHECK(first.output.find("the committed long runs (not this demo's)") != std::string::npos);
   CHECK_MESSAGE(printed.find(" bert-long 5 1000 50.00 12.00 4.00 51.00 -\n") != std::string::npos,
                 first.output);
-  CHECK(fs::exists(dir / "report" / "report.md"));
-  CHECK(fs::exists(dir / "report" / "inf_norm_per_layer.png"));
+  CHECK(fs::exists(demo_path(dir, "report") / "report.md"));
+  CHECK(fs::exists(demo_path(dir, "report") / "inf_norm_per_layer.png"));
 
   // A second demo reuses the finished runs: no training step is repeated (a repeated step would
   // log a different elapsed time).
@@ -127,9 +143,19 @@ TEST_CASE("test_demo: three attention variants, W8A8, and the Table 2 columns") 
     text << in.rdbuf();
     return text.str();
   };
-  const std::string log = read_text(dir / "gated" / "metrics.jsonl");
+  const std::string log = read_text(demo_path(dir, "gated") / "metrics.jsonl");
   CHECK(log.find("elapsed_s") != std::string::npos);
   const auto second = qt::test::run_command(demo_command(dir, committed));
   REQUIRE_MESSAGE(second.status == 0, second.output);
-  CHECK(read_text(dir / "gated" / "metrics.jsonl") == log);
+  CHECK(read_text(demo_path(dir, "gated") / "metrics.jsonl") == log);
+  // ... and does not quantize again what is up to date.
+  CHECK(second.output.find("W8A8 result up to date") != std::string::npos);
+  CHECK(second.output.find("qtlab quantize (W8A8") == std::string::npos);
+  // A longer demo after a finished one trains runs of its own beside the first ones.
+  const auto longer = qt::test::run_command(demo_command(dir, committed, 6));
+  REQUIRE_MESSAGE(longer.status == 0, longer.output);
+  const nlohmann::json six = read_json(demo_path(dir, "vanilla", 6) / "config.json");
+  CHECK(six["train"]["steps"] == 6);
+  CHECK(fs::exists(demo_path(dir, "report", 6) / "report.md"));
+  CHECK(read_text(demo_path(dir, "gated") / "metrics.jsonl") == log);
 }

