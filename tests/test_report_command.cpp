@@ -184,6 +184,14 @@ TEST_CASE("test_report_command: report writes plots, data files and report.md") 
   }
   CHECK(md.find("gate probability per head") != std::string::npos);  // the gated run
   CHECK(fs::exists(out / "report.gp"));
+  // Readable plots: labelled y axes, plain numbers on the log axes, one-bin-wide histogram boxes,
+  // a log colour scale for the attention maps; delimiter tokens each in a code span.
+  const std::string script = read_file(out / "report.gp");
+  CHECK(script.find("set ylabel 'mean over rows of max |x| (log scale)'") != std::string::npos);
+  CHECK(script.find("set format y '%g'") != std::string::npos);
+  CHECK(script.find("set boxwidth") != std::string::npos);
+  CHECK(script.find("set logscale cb") != std::string::npos);
+  CHECK(md.find("(delimiters: `") != std::string::npos);
 
   // SVG on request.
   const fs::path svg = fresh("report-svg");

@@ -278,10 +278,14 @@ std::string gnuplot_script(const std::vector<Run>& runs, const std::string& term
         "900,540\nset output '{}.{}'\n",
         terminal, file, ext);
   };
-  const auto per_layer = [&](const std::string& file, const std::string& title, int ffn_column,
-                             int block_column) {
+  const auto per_layer = [&](const std::string& file, const std::string& title,
+                             const std::string& y_label, int ffn_column, int block_column) {
     std::string p = output(file);
-    p += fmt::format("set title '{}'\nset xlabel 'layer'\nset logscale y\nset xtics 1\n", title);
+    // Log base 2 with plain numbers (1, 2, 4, ... 64) so that values can be read off the axis.
+    p += fmt::format(
+        "set title '{}'\nset xlabel 'layer'\nset ylabel '{} (log scale)'\nset logscale y 2\n"
+        "set format y '%g'\nset xtics 1\n",
+        title, y_label);
     p += "plot ";
     for (size_t r = 0; r < runs.size(); ++r) {
       const std::string data = plot_label(runs[r].name) + ".layers.dat";
@@ -293,10 +297,13 @@ std::string gnuplot_script(const std::vector<Run>& runs, const std::string& term
     }
     return p + "\n";
   };
-  s += per_layer("inf_norm_per_layer", "inf norm per layer (per-row max |x|, averaged)", 2, 6);
-  s += per_layer("kurtosis_per_layer", "kurtosis per layer (per row, averaged)", 3, 7);
+  s += per_layer("inf_norm_per_layer", "inf norm per layer (per-row max |x|, averaged)",
+                 "mean over rows of max |x|", 2, 6);
+  s += per_layer("kurtosis_per_layer", "kurtosis per layer (per row, averaged)",
+                 "mean over rows of the kurtosis", 3, 7);
   s += output("loss");
-  s += "set title 'training loss (lines) and validation loss (points)'\nset xlabel 'step'\nplot ";
+  s += "set title 'training loss (lines) and validation loss (points)'\nset xlabel 'step'\n"
+       "set ylabel 'cross-entropy loss'\nplot ";
   for (size_t r = 0; r < runs.size(); ++r) {
     const std::string name = plot_label(runs[r].name);
     s += fmt::format("{}'{}.loss.dat' using 1:2 with lines lc {} title '{} train'", r ? ", " : "",
@@ -313,18 +320,24 @@ std::string gnuplot_script(const std::vector<Run>& runs, const std::string& term
                              static_cast<double>(std::max<size_t>(1, a.histogram.counts.size()));
     s += output("histogram_" + run.name);
     s += fmt::format(
-        "set title '{}: {} ({} values)'\nset xlabel 'value'\nset logscale y\n"
-        "set style fill solid 0.6\nset xrange [{:.9g}:{:.9g}]\n"
+        "set title '{}: {} ({} values)'\nset xlabel 'value'\nset ylabel 'count (log scale)'\n"
+        "set logscale y\nset format y '%g'\nset style fill solid 0.6\n"
+        // Every box one bin wide: empty bins are not in the file (log scale), and gnuplot would
+        // otherwise widen their neighbours to fill the gap.
+        "set boxwidth {:.9g} absolute\nset xrange [{:.9g}:{:.9g}]\n"
         "plot '{}.histogram.dat' using 1:2 with boxes notitle\n",
-        name, plot_label(a.histogram.point), a.histogram.values, a.histogram.low - bin_width,
-        a.histogram.high + bin_width, name);
+        name, plot_label(a.histogram.point), a.histogram.values, bin_width,
+        a.histogram.low - bin_width, a.histogram.high + bin_width, name);
     const qt::quant::AttentionMatrix& m = a.attention;
     s += output("attention_" + run.name);
     s += fmt::format(
         "set title '{}: attention probabilities, layer {} head {} (first sequence)'\n"
         "set xlabel 'key'\nset ylabel 'query'\nset yrange [{}:-0.5] reverse\n"
-        "set xrange [-0.5:{}]\nset cbrange [0:1]\nset palette defined (0 'white', 1 "
-        "'dark-blue')\n",
+        // A log colour scale from 1e-4 to 1: a near-uniform head (every entry ~ 1/T) shows as
+        // an even mid tone instead of a blank square, and sharp heads keep their structure.
+        "set xrange [-0.5:{}]\nset logscale cb\nset cbrange [1e-4:1]\nset format cb '%g'\n"
+        "set cblabel 'probability (log scale; < 1e-4 shown as 1e-4)'\n"
+        "set palette defined (0 'white', 0.5 'light-blue', 1 'dark-blue')\n",
         name, m.layer, m.head, m.length - 0.5, m.length - 0.5);
     if (m.length <= 40) {
       // Token labels on both axes (the paper's figures mark [SEP], '.', ',').
@@ -334,7 +347,9 @@ std::string gnuplot_script(const std::vector<Run>& runs, const std::string& term
       s += fmt::format("set xtics ({}) rotate by 90 font ',8'\nset ytics ({}) font ',8'\n", tics,
                        tics);
     }
-    s += fmt::format("plot '{}.attention.dat' matrix with image notitle\n", name);
+    s += fmt::format(
+        "plot '{}.attention.dat' matrix using 1:2:($3 < 1e-4 ? 1e-4 : $3) with image notitle\n",
+        name);
   }
   return s;
 }
@@ -386,7 +401,13 @@ std::string markdown(const std::vector<Run>& runs, const std::string& ext) {
   md += "\n## Attention mass on delimiter tokens (mean over queries; per layer, heads in order)\n";
   for (const Run& run : runs) {
     std::string names;
-    for (const auto& n : run.analysis.delimiter_names) names += (names.empty() ? "" : ", ") + n;
+    // Each token in a code span, spaces shown as U+2420 (a token " ," would otherwise vanish
+    // into the list's own punctuation).
+    for (const auto& n : run.analysis.delimiter_names) {
+      std::string visible;
+      for (char c : n) visible += c == ' ' ? std::string("\u2420") : std::string(1, c);
+      names += (names.empty() ? "`" : " `") + visible + "`";
+    }
     md +=
         fmt::format("\n{} (delimiters: {})\n\n| layer | per head |\n|---|---|\n", run.name, names);
     for (size_t l = 0; l < run.analysis.delimiter_attention.size(); ++l) {
