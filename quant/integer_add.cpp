@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "tensor/error.h"
+#include "tensor/parallel_policy.h"
 
 namespace qt::quant {
 
@@ -75,9 +76,12 @@ void add_into(const IntegerRescaleSum& add, const uint8_t* a, const uint8_t* b, 
     }
   }
   // |term_a + term_b| < 2^30 (header); the sums of a chunk, then one vectorized output stage.
+  // Chunks are independent: an OpenMP team over them (checked first: nothing inside throws).
+  check_multiplier(add.output.multiplier, "integer_add");
   constexpr int64_t kChunk = 4096;
-  int32_t total[kChunk];
+#pragma omp parallel for schedule(static) if (worth_parallel(n, WorkCost::standard))
   for (int64_t begin = 0; begin < n; begin += kChunk) {
+    int32_t total[kChunk];
     const int64_t count = std::min(kChunk, n - begin);
     for (int64_t i = 0; i < count; ++i) total[i] = term_a[a[begin + i]] + term_b[b[begin + i]];
     requantize(total, count, add.output, out + begin);

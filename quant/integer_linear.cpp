@@ -8,6 +8,7 @@
 
 #include "tensor/blas/gemm.h"
 #include "tensor/error.h"
+#include "tensor/parallel_policy.h"
 
 namespace qt::quant {
 namespace {
@@ -105,6 +106,7 @@ void integer_linear_accumulators(const IntegerLinear& layer, const uint8_t* x, i
   const int64_t N = layer.out_features, K = layer.in_features;
   blas::gemm_u8s8s32(rows, N, K, x, lda, layer.weight.data(), K, acc, N);
   // acc = sum a w + folded_bias = sum (a - Z_a) w + bias: exact (bounded at construction).
+#pragma omp parallel for schedule(static) if (worth_parallel(rows * N, WorkCost::light))
   for (int64_t m = 0; m < rows; ++m)
     for (int64_t n = 0; n < N; ++n) acc[m * N + n] += layer.folded_bias[n];
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "tensor/error.h"
+#include "tensor/parallel_policy.h"
 
 namespace qt::quant {
 
@@ -76,10 +77,13 @@ void apply_lut_activation(const IntegerLutActivation& activation, const int32_t*
   const uint8_t* table = activation.lut.table.data() + 32768;
   if (scales == 1) {
     // One requantizer: the int16 indices of a chunk in one vectorized pass, then the lookups.
+    // Chunks are independent: an OpenMP team over them (checked first: nothing inside throws).
+    check_multiplier(activation.to_input[0].multiplier, "apply_lut_activation");
     constexpr int64_t kChunk = 4096;
-    int16_t index[kChunk];
     const int64_t n = rows * channels;
+#pragma omp parallel for schedule(static) if (worth_parallel(n, WorkCost::standard))
     for (int64_t begin = 0; begin < n; begin += kChunk) {
+      int16_t index[kChunk];
       const int64_t count = std::min(kChunk, n - begin);
       requantize(acc + begin, count, activation.to_input[0], index);
       for (int64_t i = 0; i < count; ++i) out[begin + i] = table[index[i]];

@@ -170,7 +170,8 @@ struct IntegerActivations {
   int64_t batch = 0, length = 0;  // B and the token count T
   std::vector<std::vector<uint8_t>> u8;
   std::vector<std::vector<int32_t>> s32;
-  std::vector<double> op_ms;  // wall time of each op (index = op index), for `bench infer`
+  std::vector<double> op_ms;     // wall time of each op (index = op index), for `bench infer`
+  std::vector<int32_t> scratch;  // the attention ops' per-head accumulators (reused)
   // Shape of tensor i in this forward.
   Shape shape(const IntegerModel& model, int tensor) const;
 };

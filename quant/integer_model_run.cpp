@@ -12,6 +12,7 @@
 #include "quant/integer_sigmoid.h"
 #include "tensor/create.h"
 #include "tensor/error.h"
+#include "tensor/parallel_policy.h"
 #include "tensor/view.h"
 
 namespace qt::quant {
@@ -176,18 +177,29 @@ struct Runner {
     }
   }
 
+  // Heads are independent (disjoint outputs, their own accumulators): head 0 runs alone first,
+  // which checks the shapes every head shares, then an OpenMP team takes the others, so nothing
+  // inside the team can throw. Bit-identical for any thread count (integer arithmetic).
+  template <typename PerHead>
+  void for_each_head(int64_t heads, int64_t work, PerHead&& per_head) {
+    per_head(int64_t{0});
+#pragma omp parallel for schedule(static) if (worth_parallel(work, WorkCost::standard))
+    for (int64_t h = 1; h < heads; ++h) per_head(h);
+  }
+
   void attention_scores(const IntegerOp& op) {
     const int64_t B = a.batch, T = a.length, H = op.heads, dh = op.head_dim, d = H * dh;
     const IntegerTensor &q = info(op.inputs[0]), &k = info(op.inputs[1]);
-    std::vector<int32_t> acc(static_cast<size_t>(B * T * T));
+    a.scratch.resize(static_cast<size_t>(H * B * T * T));
     uint8_t* s = u8(op.output).data();
-    for (int64_t h = 0; h < H; ++h) {
+    for_each_head(H, B * T * T * dh, [&](int64_t h) {
+      int32_t* acc = a.scratch.data() + h * B * T * T;
       const U8Matrix A{u8(op.inputs[0]).data() + h * dh, d, T * d, q.zero_point};
       const U8Matrix K{u8(op.inputs[1]).data() + h * dh, d, T * d, k.zero_point};
-      matmul(B, T, T, dh, A, K, BLayout::nk, acc.data());
+      matmul(B, T, T, dh, A, K, BLayout::nk, acc);
       for (int64_t b = 0; b < B; ++b)
-        requantize(acc.data() + b * T * T, T * T, op.requant, s + (b * H + h) * T * T);
-    }
+        requantize(acc + b * T * T, T * T, op.requant, s + (b * H + h) * T * T);
+    });
   }
 
   void softmax(const IntegerOp& op) {
@@ -212,15 +224,16 @@ struct Runner {
   void attention_context(const IntegerOp& op) {
     const int64_t B = a.batch, T = a.length, H = op.heads, dh = op.head_dim, d = H * dh;
     const IntegerTensor& v = info(op.inputs[1]);
-    std::vector<int32_t> acc(static_cast<size_t>(B * T * dh));
+    a.scratch.resize(static_cast<size_t>(H * B * T * dh));
     uint8_t* y = u8(op.output).data();
-    for (int64_t h = 0; h < H; ++h) {
+    for_each_head(H, B * T * T * dh, [&](int64_t h) {
+      int32_t* acc = a.scratch.data() + h * B * T * dh;
       const U8Matrix P{u8(op.inputs[0]).data() + h * T * T, T, H * T * T, 0};
       const U8Matrix V{u8(op.inputs[1]).data() + h * dh, d, T * d, v.zero_point};
-      matmul(B, T, dh, T, P, V, BLayout::kn, acc.data());
+      matmul(B, T, dh, T, P, V, BLayout::kn, acc);
       for (int64_t row = 0; row < B * T; ++row)
-        requantize(acc.data() + row * dh, dh, op.requant, y + row * d + h * dh);
-    }
+        requantize(acc + row * dh, dh, op.requant, y + row * d + h * dh);
+    });
   }
 
   void gate(const IntegerOp& op) {
