@@ -46,4 +46,29 @@ inline uint64_t divide(uint64_t n, const ExactDivider& v) {
   return (t + ((n - t) >> v.shift1)) >> v.shift2;
 }
 
+// The softmax's probability P = floor((e 2^30 + floor(S / 2)) / S), for 0 <= e <= 2^31 and
+// 2^31 <= S <= 2^52 (a row's sum of Q0.31 exponentials, the largest being 2^31), with one division
+// per row and none per element, and no 128-bit product, so that a loop over e vectorizes:
+//   R = floor(2^62 / S)  (<= 2^31, so e R <= 2^62 fits),
+//   z = (e R + 2^31) / 2^32 = x + a - b  with x = (e 2^30 + floor(S/2)) / S,
+//       a = 1/2 - floor(S/2)/S in [0, 2^-32] and b = e (2^62 / S - R) / 2^32 in [0, 1/2),
+//   so p0 = floor(z) is floor(x) - 1, floor(x) or floor(x) + 1. The remainder N - p0 S lies in
+//   [-S, 2S), |.| < 2^54, so it is exact in wrapping uint64 arithmetic, and one step each way
+//   gives floor(x) exactly. Tested against `/` (integer_quotient_q30 vs the division on random
+//   and adversarial e, S).
+struct SumReciprocal {
+  uint64_t sum = 1, reciprocal = 0, half = 0;  // S, R, floor(S / 2)
+};
+// Precondition (the caller's invariant, not checked: it runs inside parallel loops):
+// 2^31 <= sum <= 2^52.
+inline SumReciprocal make_sum_reciprocal(uint64_t sum) {
+  return {sum, (uint64_t{1} << 62) / sum, sum / 2};
+}
+inline uint64_t quotient_q30(uint64_t e, const SumReciprocal& r) {
+  const uint64_t numerator = (e << 30) + r.half;
+  uint64_t p = (e * r.reciprocal + (uint64_t{1} << 31)) >> 32;
+  const auto remainder = static_cast<int64_t>(numerator - p * r.sum);
+  return p + (remainder >= static_cast<int64_t>(r.sum) ? 1 : 0) - (remainder < 0 ? 1 : 0);
+}
+
 }  // namespace qt::quant

@@ -119,15 +119,20 @@ void softmax_rows(const IntegerSoftmax& s, const T* x, int64_t rows, int64_t n, 
           e[j] = exponent_of(d);
         sum += e[j];
       }
-      // sum >= 2^31: the maximum's e is exactly 2^31. One exact reciprocal of the sum per row
-      // (quant/integer_divide.h): the same integers as dividing each element.
-      const ExactDivider by_sum = make_exact_divider(static_cast<uint64_t>(sum));
+      // sum >= 2^31: the maximum's e is exactly 2^31; sum < 2^20 2^31. P_j by one reciprocal
+      // of the sum per row, no division per element (quant/integer_divide.h): the integers of
+      // (e_j 2^30 + sum / 2) / sum, in a loop that vectorizes.
+      const SumReciprocal by_sum = make_sum_reciprocal(static_cast<uint64_t>(sum));
+      const int64_t stretch = s.stretch, offset = s.offset * (int64_t{1} << kProbabilityBits);
       for (int64_t j = 0; j < n; ++j) {
-        const auto p = static_cast<int64_t>(
-            divide(static_cast<uint64_t>((e[j] << kProbabilityBits) + sum / 2), by_sum));  // Q0.30
-        const int64_t v = s.stretch * p + s.offset * (int64_t{1} << kProbabilityBits);
-        yr[j] = static_cast<uint8_t>(rounding_shift_right(std::clamp<int64_t>(v, 0, upper),
-                                                          kOutputShift, Rounding::half_to_even));
+        const uint64_t p = quotient_q30(static_cast<uint64_t>(e[j]), by_sum);
+        // Q0.30 p -> the stretched, clipped u8 code, rounded half to even at 2^-50.
+        const int64_t v = std::clamp<int64_t>(stretch * static_cast<int64_t>(p) + offset, 0, upper);
+        const int64_t floor = v >> kOutputShift;
+        const int64_t rest = v & ((int64_t{1} << kOutputShift) - 1);
+        const int64_t half = int64_t{1} << (kOutputShift - 1);
+        yr[j] = static_cast<uint8_t>(floor +
+                                     ((rest > half || (rest == half && (floor & 1) != 0)) ? 1 : 0));
       }
     }
   }

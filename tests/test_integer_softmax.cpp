@@ -225,3 +225,68 @@ TEST_CASE("integer_softmax: the built exp table, a hand-built softmax and any th
     }
   }
 }
+
+TEST_CASE("integer_softmax: the division-free row loop equals the plain division") {
+  // Truth: the header's steps written naively, with P = (e 2^30 + sum / 2) / sum by `/` (as the
+  // exported C program computes it). Many rows of random scores, scales, clip ranges, lengths
+  // (up to sums near 2^31 * 4096) and masks, so every branch of the quotient correction is hit.
+  std::mt19937 rng(62);
+  std::uniform_real_distribution<double> scale(0.002, 2.0), clip(-0.2, 0.0);
+  std::uniform_int_distribution<int> code(0, 255), wide(-300000, 300000);
+  int64_t compared = 0, bad = 0;
+  for (int trial = 0; trial < 120; ++trial) {
+    const double s_in = trial % 7 == 0 ? 0.0005 : scale(rng);
+    const double gamma = trial % 2 ? clip(rng) : 0.0;
+    const IntegerSoftmax s = make_integer_softmax(s_in, gamma, trial % 3 == 0 ? 1.02 : 1.0);
+    const int64_t n = trial % 5 == 0 ? 4096 : 1 + code(rng) % 200, rows = 8;
+    std::vector<uint8_t> x8(rows * n), keep(rows * n), got(rows * n);
+    std::vector<int32_t> x32(rows * n);
+    for (int64_t i = 0; i < rows * n; ++i) {
+      x8[i] = static_cast<uint8_t>(trial % 4 == 0 ? 200 + code(rng) % 3 : code(rng));
+      x32[i] = wide(rng);
+      keep[i] = code(rng) % 6 != 0;
+    }
+    // One row's expected codes.
+    const auto expected_row = [&](const auto& x, const uint8_t* mask, int64_t r) {
+      std::vector<int> out(n, 0);
+      int64_t max = std::numeric_limits<int64_t>::min(), sum = 0;
+      bool any = false;
+      for (int64_t k = 0; k < n; ++k)
+        if (mask == nullptr || mask[r * n + k]) {
+          max = std::max<int64_t>(max, x[r * n + k]);
+          any = true;
+        }
+      if (!any) return out;
+      std::vector<int64_t> e(n, 0);
+      for (int64_t k = 0; k < n; ++k)
+        if (mask == nullptr || mask[r * n + k]) {
+          e[k] = integer_exp_q31(
+              rounding_shift_right((max - int64_t{x[r * n + k]}) * s.exponent.multiplier,
+                                   31 - s.exponent.shift, Rounding::half_up));
+          sum += e[k];
+        }
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t p = ((e[k] << 30) + sum / 2) / sum;
+        const int64_t v = std::clamp<int64_t>(s.stretch * p + s.offset * (int64_t{1} << 30), 0,
+                                              255 * (int64_t{1} << 50));
+        out[k] = static_cast<int>(rounding_shift_right(v, 50, Rounding::half_to_even));
+      }
+      return out;
+    };
+    const uint8_t* const masks[] = {nullptr, keep.data()};
+    for (const uint8_t* mask : masks) {
+      integer_softmax(s, x8.data(), rows, n, mask, n, got.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        const std::vector<int> want = expected_row(x8, mask, r);
+        for (int64_t j = 0; j < n; ++j, ++compared) bad += got[r * n + j] != want[j];
+      }
+      integer_softmax(s, x32.data(), rows, n, mask, n, got.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        const std::vector<int> want = expected_row(x32, mask, r);
+        for (int64_t j = 0; j < n; ++j, ++compared) bad += got[r * n + j] != want[j];
+      }
+    }
+  }
+  CHECK(bad == 0);
+  CHECK(compared > 100'000);
+}
