@@ -44,3 +44,5 @@ void add_bench_attention(CLI::App* bench);
 void add_bench_train(CLI::App* bench);
 // `qtlab bench infer`: FP32 vs integer-only inference (bench_infer.cpp).
 void add_bench_infer(CLI::App* bench);
+// `qtlab bench peak [--threads N] [--json]`: the fp32 FMA and int8 VNNI peaks (bench_peak.cpp).
+void add_bench_peak(CLI::App* bench);

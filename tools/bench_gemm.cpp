@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "tensor/blas/gemm.h"
+#include "tensor/cpu_peak.h"
 #include "tensor/error.h"
 #include "tensor/threads.h"
 #include "tools/bench.h"
@@ -210,6 +211,14 @@ void run_bench_gemm(const Options& opt) {
     }
   }
 
+  // This CPU's peaks, measured now on the same threads (tensor/cpu_peak.h): every figure below is
+  // also given as a fraction of them.
+  const double fp32_peak = qt::cpu::measure_fp32_fma_peak(qt::num_threads(), 10, 0.05).gops;
+  const double int8_peak = qt::cpu::measure_int8_vnni_peak(qt::num_threads(), 10, 0.05).gops;
+  const auto of_peak = [&](const Result& r) {
+    const double peak = r.backend == "int8" ? int8_peak : fp32_peak;
+    return peak > 0 ? r.gflops() / peak : 0.0;
+  };
   if (opt.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const Result& r : results)
@@ -221,7 +230,9 @@ void run_bench_gemm(const Options& opt) {
                      {"gflops", r.gflops()},
                      {"ms", r.timing.best_ms},
                      {"ms_median", r.timing.median_ms},
-                     {"threads", qt::num_threads()}});
+                     {"threads", qt::num_threads()},
+                     {"fraction_of_peak", of_peak(r)},
+                     {"peak", r.backend == "int8" ? int8_peak : fp32_peak}});
     for (size_t i = 0; i < results.size(); ++i)
       if (results[i].rel_diff >= 0) out[i]["max_rel_diff_vs_openblas"] = results[i].rel_diff;
     fmt::print("{}\n", out.dump(2));
@@ -232,6 +243,10 @@ void run_bench_gemm(const Options& opt) {
   fmt::print("GEMM, {} threads, best of {} (median in parentheses); own kernel: {}; int8: {}\n",
              qt::num_threads(), opt.repeats, qt::blas::own_kernel_name(),
              qt::blas::int8_kernel_name());
+  fmt::print(
+      "measured peaks (bench peak): fp32 FMA {:.0f} GFLOP/s, int8 VNNI {:.0f} GOP/s; "
+      "[x] = best as a fraction of the peak\n",
+      fp32_peak, int8_peak);
   fmt::print("{:<22} {:>22} {:>22} {:>12} {:>10} {:>22}\n", "shape (C = A*op(B))",
              "openblas GFLOP/s", "own GFLOP/s", "own/openblas", "rel.diff", "int8 GOP/s");
   auto find = [&](const std::string& backend, const Shape& s) -> const Result* {
@@ -241,10 +256,11 @@ void run_bench_gemm(const Options& opt) {
         return &r;
     return nullptr;
   };
-  auto cell = [](const Result* r) {
+  auto cell = [&](const Result* r) {
     if (!r) return fmt::format("{:>22}", "-");
     const double median_gflops = r->gflops() * r->timing.best_ms / r->timing.median_ms;
-    return fmt::format("{:>22}", fmt::format("{:.1f} ({:.1f})", r->gflops(), median_gflops));
+    return fmt::format(
+        "{:>22}", fmt::format("{:.1f} ({:.1f}) [{:.2f}]", r->gflops(), median_gflops, of_peak(*r)));
   };
   for (const Shape& s : shapes) {
     const Result* ob = find("openblas", s);
@@ -287,6 +303,7 @@ CLI::App* add_bench_command(CLI::App& app) {
     add_bench_attention(bench);
     add_bench_train(bench);
     add_bench_infer(bench);
+    add_bench_peak(bench);
   }
   return bench;
 }

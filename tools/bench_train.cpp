@@ -23,6 +23,7 @@
 #include "optim/adamw.h"
 #include "optim/clip_grad.h"
 #include "optim/parameter_groups.h"
+#include "tensor/cpu_peak.h"
 #include "tensor/error.h"
 #include "tensor/random.h"
 #include "tensor/threads.h"
@@ -110,32 +111,36 @@ void run_bench_train(const Options& opt) {
       static_cast<double>(m.layers) * 3 * 4 * opt.batch * opt.seq * opt.seq * m.hidden +
       6.0 * m.vocab_size * m.hidden * static_cast<double>(labelled);
   const double seconds = timing.median_ms / 1e3;
-  const nlohmann::json result = {{"framework", "qtlab"},
-                                 {"model", opt.model},
-                                 {"threads", qt::num_threads()},
-                                 {"layers", m.layers},
-                                 {"hidden", m.hidden},
-                                 {"heads", m.heads},
-                                 {"ffn", m.ffn},
-                                 {"vocab", m.vocab_size},
-                                 {"seq", opt.seq},
-                                 {"batch", opt.batch},
-                                 {"steps", opt.steps},
-                                 {"parameters", parameter_count},
-                                 {"step_ms_median", timing.median_ms},
-                                 {"step_ms_best", timing.best_ms},
-                                 {"tokens_per_s", tokens / seconds},
-                                 {"gflops", flops / seconds / 1e9},
-                                 {"peak_rss_mb", peak_rss_mb()}};
+  nlohmann::json result = {{"framework", "qtlab"},
+                           {"model", opt.model},
+                           {"threads", qt::num_threads()},
+                           {"layers", m.layers},
+                           {"hidden", m.hidden},
+                           {"heads", m.heads},
+                           {"ffn", m.ffn},
+                           {"vocab", m.vocab_size},
+                           {"seq", opt.seq},
+                           {"batch", opt.batch},
+                           {"steps", opt.steps},
+                           {"parameters", parameter_count},
+                           {"step_ms_median", timing.median_ms},
+                           {"step_ms_best", timing.best_ms},
+                           {"tokens_per_s", tokens / seconds},
+                           {"gflops", flops / seconds / 1e9},
+                           {"peak_rss_mb", peak_rss_mb()}};
+  // The fraction of this CPU's fp32 FMA peak, measured now on the same threads.
+  const double peak = qt::cpu::measure_fp32_fma_peak(qt::num_threads(), 10, 0.05).gops;
+  result["fp32_peak_gflops"] = peak;
+  result["fraction_of_peak"] = flops / seconds / 1e9 / peak;
   if (opt.json) {
     fmt::print("{}\n", result.dump());
     return;
   }
   fmt::print(
       "qtlab {} (B={}, T={}, {} threads): {:.0f} tokens/s, {:.1f} ms/step (best {:.1f}), "
-      "{:.1f} GFLOP/s, peak RSS {:.0f} MB\n",
+      "{:.1f} GFLOP/s ({:.2f} of the {:.0f} GFLOP/s fp32 peak), peak RSS {:.0f} MB\n",
       opt.model, opt.batch, opt.seq, qt::num_threads(), tokens / seconds, timing.median_ms,
-      timing.best_ms, flops / seconds / 1e9, peak_rss_mb());
+      timing.best_ms, flops / seconds / 1e9, flops / seconds / 1e9 / peak, peak, peak_rss_mb());
 }
 
 }  // namespace
