@@ -13,12 +13,44 @@ Run with Debian's /usr/bin/python3 (python3-torch). Prints one JSON object with 
 import argparse
 import json
 import math
+import os
 import resource
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def blas_library():
+    """The BLAS shared library this process really runs (Debian's python3-torch calls the system
+    libblas.so.3, which the alternatives system points at OpenBLAS (OpenMP or pthreads build),
+    BLIS or the reference BLAS): the resolved path of the mapped library, read after a matmul."""
+    torch.ones(64, 64) @ torch.ones(64, 64)
+    found = set()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1] if len(line.split()) >= 6 else ""
+            name = path.rsplit("/", 1)[-1]
+            if "blas" in name or "blis" in name:
+                found.add(os.path.realpath(path))
+    return sorted(found)
+
+
+def blas_kind(paths):
+    """"openblas-openmp" (the build qtlab links, so both share one OpenMP pool), or what else."""
+    text = " ".join(paths)
+    if "openblas-openmp" in text:
+        return "openblas-openmp"
+    if "openblas-pthread" in text:
+        return "openblas-pthread"
+    if "openblas-serial" in text:
+        return "openblas-serial"
+    if "blis" in text:
+        return "blis"
+    if "libblas" in text:
+        return "reference-blas"
+    return "unknown"
 
 
 class Block(nn.Module):
@@ -112,7 +144,10 @@ def main():
     dense = a.layers * (4 * a.hidden * a.hidden + 2 * a.hidden * a.ffn) + a.hidden * a.hidden
     flops = 6 * dense * tokens + a.layers * 3 * 4 * a.batch * a.seq * a.seq * a.hidden \
         + 6 * a.vocab * a.hidden * int(selected.sum())
+    blas = blas_library()
     result = {"framework": "pytorch", "torch": torch.__version__, "threads": a.threads,
+              "torch_threads": torch.get_num_threads(), "blas": blas_kind(blas),
+              "blas_paths": blas,
               "layers": a.layers, "hidden": a.hidden, "heads": a.heads, "ffn": a.ffn, "vocab": a.vocab,
               "seq": a.seq, "batch": a.batch, "steps": a.steps, "parameters": params,
               "step_ms_median": median * 1e3, "tokens_per_s": tokens / median,
@@ -121,6 +156,8 @@ def main():
     if a.json:
         print(json.dumps(result))
     else:
+        print(f"pytorch {torch.__version__} ({result['torch_threads']} threads, BLAS "
+              f"{result['blas']}: {', '.join(blas) or 'none mapped'})")
         print(f"pytorch {torch.__version__}: {result['tokens_per_s']:.0f} tokens/s, "
               f"{result['step_ms_median']:.1f} ms/step, {result['gflops']:.1f} GFLOP/s, "
               f"peak RSS {result['peak_rss_mb']:.0f} MB")

@@ -34,6 +34,16 @@ runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 print(f"{'round':<7}{'framework':<11}{'tokens/s':>10}{'peak RSS MB':>13}")
 for i, r in enumerate(runs):
     print(f"{i // 2 + 1:<7}{r['framework']:<11}{r['tokens_per_s']:>10,.0f}{r['peak_rss_mb']:>13.0f}")
+# The baseline must run as its users would have it: the OpenMP OpenBLAS (what `make deps`
+# installs and qtlab links) on the requested threads. Anything else is named before the ratio.
+for r in runs:
+    if r["framework"] != "pytorch":
+        continue
+    if r.get("blas") != "openblas-openmp":
+        print(f"WARNING: PyTorch ran on BLAS '{r.get('blas')}' ({', '.join(r.get('blas_paths', []))}), "
+              "not the OpenMP OpenBLAS: the ratio below is against a differently configured baseline")
+    if r.get("torch_threads") != r.get("threads"):
+        print(f"WARNING: PyTorch used {r.get('torch_threads')} threads, not the {r.get('threads')} asked for")
 def best(framework, key, pick):
     return pick(r[key] for r in runs if r["framework"] == framework)
 q, p = best("qtlab", "tokens_per_s", max), best("pytorch", "tokens_per_s", max)
