@@ -412,10 +412,8 @@ double eta_seconds(const TrainingConfig& train, const RunData& data, const LogWi
   in.seconds = elapsed;
   in.evaluation_seconds = window.evaluation_seconds;
   in.evaluations = window.evaluations;
-  const int64_t micro_batch = train.batch_size / train.accumulation;
-  in.eval_batches = train.eval_batches > 0
-                        ? train.eval_batches
-                        : (data.validation_samples + micro_batch - 1) / micro_batch;
+  in.eval_batches =
+      validation_batch_count(data, train.batch_size / train.accumulation, train.eval_batches);
   in.accumulation = train.accumulation;
   return training_eta_seconds(in);
 }

@@ -48,14 +48,14 @@ inline uint64_t divide(uint64_t n, const ExactDivider& v) {
 
 // The softmax's probability P = floor((e 2^30 + floor(S / 2)) / S), for 0 <= e <= 2^31 and
 // 2^31 <= S <= 2^52 (a row's sum of Q0.31 exponentials, the largest being 2^31), with one division
-// per row and none per element, and no 128-bit product, so that a loop over e vectorizes:
+// per row and none per element (two 64-bit multiplies and a compare instead; no 128-bit product):
 //   R = floor(2^62 / S)  (<= 2^31, so e R <= 2^62 fits),
 //   z = (e R + 2^31) / 2^32 = x + a - b  with x = (e 2^30 + floor(S/2)) / S,
 //       a = 1/2 - floor(S/2)/S in [0, 2^-32] and b = e (2^62 / S - R) / 2^32 in [0, 1/2),
 //   so p0 = floor(z) is floor(x) - 1, floor(x) or floor(x) + 1. The remainder N - p0 S lies in
 //   [-S, 2S), |.| < 2^54, so it is exact in wrapping uint64 arithmetic, and one step each way
-//   gives floor(x) exactly. Tested against `/` (integer_quotient_q30 vs the division on random
-//   and adversarial e, S).
+//   gives floor(x) exactly. Tested against `/` (tests/test_integer_divide.cpp: quotient_q30 vs
+//   the division on random e, S and on e next to every quotient boundary).
 struct SumReciprocal {
   uint64_t sum = 1, reciprocal = 0, half = 0;  // S, R, floor(S / 2)
 };

@@ -66,13 +66,14 @@ void layer_norm_rows(const IntegerLayerNorm& ln, const T* x, int64_t rows, uint8
     low = std::min<int64_t>(low, x[i]);
     high = std::max<int64_t>(high, x[i]);
   }
-  if (low < -kLayerNormMaxInput || high > kLayerNormMaxInput)
+  if (low < -kLayerNormMaxInput || high > kLayerNormMaxInput) {
     for (int64_t i = 0; i < rows * C; ++i)
       QT_CHECK(x[i] >= -kLayerNormMaxInput && x[i] <= kLayerNormMaxInput,
                "integer_layer_norm: row {}, channel {}: input code {} is beyond 2^15", i / C, i % C,
                int64_t{x[i]});
-      // Rows are independent: an OpenMP team over rows, each thread with its own row buffer. With
-      // |q| <= 2^15 and C <= 4096 the bounds of the header hold, so the asserts below cannot fire.
+  }
+  // Rows are independent: an OpenMP team over rows, each thread with its own row buffer. With
+  // |q| <= 2^15 and C <= 4096 the bounds of the header hold, so the asserts below cannot fire.
 #pragma omp parallel if (worth_parallel(rows * C, WorkCost::heavy))
   {
     std::vector<int32_t> row(static_cast<size_t>(C));  // gamma z + beta of one row
@@ -93,9 +94,8 @@ void layer_norm_rows(const IntegerLayerNorm& ln, const T* x, int64_t rows, uint8
       if (shift < 0) shift = 0;
       const auto d = static_cast<int64_t>(integer_sqrt(static_cast<uint64_t>(w) << (2 * shift)));
       uint8_t* y = out + r * C;
-      std::vector<int32_t>& a = row;
       if (d == 0) {  // a constant row without eps: z = 0
-        for (int64_t i = 0; i < C; ++i) a[i] = ln.beta[i];
+        for (int64_t i = 0; i < C; ++i) row[i] = ln.beta[i];
       } else {
         // (numerator + d / 2) / d for every channel: one exact reciprocal per row
         // (quant/integer_divide.h), the same integers as the division.
@@ -110,11 +110,11 @@ void layer_norm_rows(const IntegerLayerNorm& ln, const T* x, int64_t rows, uint8
           // |z| <= sqrt(C) 2^15 + 1 <= 2^21 + 1 (sum_i centered_i^2 = C variance, and d rounds
           // the square root down), so |gamma z + beta| < 2^31 below.
           const int64_t z = centered < 0 ? -magnitude : magnitude;
-          a[i] =
+          row[i] =
               static_cast<int32_t>(int64_t{ln.gamma[i]} * z + ln.beta[i]);  // |.| < 2^31 (header)
         }
       }
-      requantize(a.data(), C, ln.output, y);
+      requantize(row.data(), C, ln.output, y);
     }
   }
 }

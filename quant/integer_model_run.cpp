@@ -204,21 +204,18 @@ struct Runner {
 
   void softmax(const IntegerOp& op) {
     const int64_t B = a.batch, T = a.length, H = op.heads;
-    std::vector<uint8_t> keep;
-    if (op.causal) {
-      keep.assign(static_cast<size_t>(T * T), 0);
-      for (int64_t i = 0; i < T; ++i)
-        for (int64_t j = 0; j <= i; ++j) keep[static_cast<size_t>(i * T + j)] = 1;
-    }
     const uint8_t* x = u8(op.inputs[0]).data();
     uint8_t* y = u8(op.output).data();
     if (!op.causal) {  // one call for all B H T rows (one team of threads over them)
       integer_softmax(op.softmax, x, B * H * T, T, nullptr, 0, y);
       return;
     }
+    // Causal: the T x T mask (query i keeps keys 0..i), one call per sequence and head.
+    std::vector<uint8_t> keep(static_cast<size_t>(T * T), 0);
+    for (int64_t i = 0; i < T; ++i)
+      for (int64_t j = 0; j <= i; ++j) keep[static_cast<size_t>(i * T + j)] = 1;
     for (int64_t bh = 0; bh < B * H; ++bh)
-      integer_softmax(op.softmax, x + bh * T * T, T, T, op.causal ? keep.data() : nullptr,
-                      op.causal ? T : 0, y + bh * T * T);
+      integer_softmax(op.softmax, x + bh * T * T, T, T, keep.data(), T, y + bh * T * T);
   }
 
   void attention_context(const IntegerOp& op) {

@@ -76,17 +76,16 @@ void softmax_rows(const IntegerSoftmax& s, const T* x, int64_t rows, int64_t n, 
            keep_stride);
   check_multiplier(s.exponent, "integer_softmax");
   const int64_t upper = 255 * (int64_t{1} << kOutputShift);
-  const auto exponent_of = [&](int64_t d) { return exp_of_distance(s, d); };
   // u8 scores: d = max - x takes at most 256 values, so e(d) is a table (built by
   // make_integer_softmax; here only for a hand-built IntegerSoftmax).
   std::array<int64_t, 256> local_table{};
   const int64_t* exp_of_d = s.exp_of_distance.data();
   if (std::is_same_v<T, uint8_t> && s.exp_of_distance.size() != 256) {
-    for (int64_t d = 0; d < 256; ++d) local_table[static_cast<size_t>(d)] = exponent_of(d);
+    for (int64_t d = 0; d < 256; ++d) local_table[static_cast<size_t>(d)] = exp_of_distance(s, d);
     exp_of_d = local_table.data();
   }
   // Rows are independent: an OpenMP team over rows, each thread with its own e buffer. Nothing
-  // below can throw (the checks above cover the inputs; sum >= 2^31 > 0 for make_exact_divider).
+  // below can throw (the checks above cover the inputs; sum >= 2^31 for make_sum_reciprocal).
 #pragma omp parallel if (worth_parallel(rows * n, WorkCost::heavy))
   {
     std::vector<int64_t> e(static_cast<size_t>(n));  // once per thread and call
@@ -116,23 +115,19 @@ void softmax_rows(const IntegerSoftmax& s, const T* x, int64_t rows, int64_t n, 
         if constexpr (std::is_same_v<T, uint8_t>)
           e[j] = exp_of_d[d];
         else
-          e[j] = exponent_of(d);
+          e[j] = exp_of_distance(s, d);
         sum += e[j];
       }
       // sum >= 2^31: the maximum's e is exactly 2^31; sum < 2^20 2^31. P_j by one reciprocal
-      // of the sum per row, no division per element (quant/integer_divide.h): the integers of
-      // (e_j 2^30 + sum / 2) / sum, in a loop that vectorizes.
+      // of the sum per row, no 64-bit division per element (quant/integer_divide.h): the integers
+      // of (e_j 2^30 + sum / 2) / sum.
       const SumReciprocal by_sum = make_sum_reciprocal(static_cast<uint64_t>(sum));
       const int64_t stretch = s.stretch, offset = s.offset * (int64_t{1} << kProbabilityBits);
       for (int64_t j = 0; j < n; ++j) {
         const uint64_t p = quotient_q30(static_cast<uint64_t>(e[j]), by_sum);
         // Q0.30 p -> the stretched, clipped u8 code, rounded half to even at 2^-50.
         const int64_t v = std::clamp<int64_t>(stretch * static_cast<int64_t>(p) + offset, 0, upper);
-        const int64_t floor = v >> kOutputShift;
-        const int64_t rest = v & ((int64_t{1} << kOutputShift) - 1);
-        const int64_t half = int64_t{1} << (kOutputShift - 1);
-        yr[j] = static_cast<uint8_t>(floor +
-                                     ((rest > half || (rest == half && (floor & 1) != 0)) ? 1 : 0));
+        yr[j] = static_cast<uint8_t>(rounding_shift_right(v, kOutputShift, Rounding::half_to_even));
       }
     }
   }

@@ -50,11 +50,15 @@ double run_on_threads(int threads, int64_t iterations, Chains chains) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+void check_arguments(int threads, int repeats, double seconds_per_run) {
+  QT_CHECK(threads >= 1 && repeats >= 1 && seconds_per_run > 0,
+           "measure peak: need threads >= 1, repeats >= 1 and a positive duration");
+}
+
 template <typename Chains>
 PeakMeasurement measure(int threads, int repeats, double seconds_per_run, double ops_per_iteration,
                         Chains chains, const char* instruction) {
-  QT_CHECK(threads >= 1 && repeats >= 1 && seconds_per_run > 0,
-           "measure peak: need threads >= 1, repeats >= 1 and a positive duration");
+  check_arguments(threads, repeats, seconds_per_run);
   // Calibrate the iteration count to about seconds_per_run.
   int64_t iterations = 1 << 16;
   for (double t = run_on_threads(threads, iterations, chains); t < 0.02;
@@ -85,8 +89,7 @@ PeakMeasurement measure_fp32_fma_peak(int threads, int repeats, double seconds_p
 }
 
 PeakMeasurement measure_int8_vnni_peak(int threads, int repeats, double seconds_per_run) {
-  QT_CHECK(threads >= 1 && repeats >= 1 && seconds_per_run > 0,
-           "measure peak: need threads >= 1, repeats >= 1 and a positive duration");
+  check_arguments(threads, repeats, seconds_per_run);
   if (!avx512_usable() || !__builtin_cpu_supports("avx512vnni")) {
     PeakMeasurement none;
     none.instruction = "none (no AVX-512 VNNI on this CPU)";

@@ -213,8 +213,8 @@ void run_bench_gemm(const Options& opt) {
 
   // This CPU's peaks, measured now on the same threads (tensor/cpu_peak.h): every figure below is
   // also given as a fraction of them.
-  const double fp32_peak = qt::cpu::measure_fp32_fma_peak(qt::num_threads(), 10, 0.05).gops;
-  const double int8_peak = qt::cpu::measure_int8_vnni_peak(qt::num_threads(), 10, 0.05).gops;
+  const double fp32_peak = qt::cpu::measure_fp32_fma_peak(qt::num_threads()).gops;
+  const double int8_peak = qt::cpu::measure_int8_vnni_peak(qt::num_threads()).gops;
   const auto of_peak = [&](const Result& r) {
     const double peak = r.backend == "int8" ? int8_peak : fp32_peak;
     return peak > 0 ? r.gflops() / peak : 0.0;

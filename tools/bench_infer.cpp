@@ -8,8 +8,8 @@
 //   integer + FP head the integer encoder, dequantized, then the FP head (what --integer reports)
 // The model has random weights, calibrated on two synthetic batches: speed does not depend on
 // what the weights have learned. The int8 GEMM's share: GOP/s of the model's largest integer GEMM
-// (the FFN's, B*T x ffn x d) as a fraction of --peak-gops (the VNNI peak, measured on this
-// machine in issue 14: 2,850 GOP/s for 2 threads; 1,425 per thread).
+// (the FFN's, B*T x ffn x d) as a fraction of the VNNI peak, measured at the start on the same
+// threads (tensor/cpu_peak.h, as `bench peak`; --peak-gops overrides it).
 #include <fmt/format.h>
 
 #include <map>
@@ -49,7 +49,7 @@ void run_bench_infer(const Options& opt) {
   if (opt.threads > 0) qt::set_num_threads(opt.threads);
   const int threads = qt::num_threads();
   const double peak =
-      opt.peak_gops > 0 ? opt.peak_gops : qt::cpu::measure_int8_vnni_peak(threads, 10, 0.05).gops;
+      opt.peak_gops > 0 ? opt.peak_gops : qt::cpu::measure_int8_vnni_peak(threads).gops;
   qt::models::RunConfig config = qt::models::preset(opt.model);
   QT_CHECK(config.model.family != qt::models::Family::vit,
            "bench infer: --model {} is a ViT; the benchmark covers text models", opt.model);

@@ -129,7 +129,7 @@ void run_bench_train(const Options& opt) {
                            {"gflops", flops / seconds / 1e9},
                            {"peak_rss_mb", peak_rss_mb()}};
   // The fraction of this CPU's fp32 FMA peak, measured now on the same threads.
-  const double peak = qt::cpu::measure_fp32_fma_peak(qt::num_threads(), 10, 0.05).gops;
+  const double peak = qt::cpu::measure_fp32_fma_peak(qt::num_threads()).gops;
   result["fp32_peak_gflops"] = peak;
   result["fraction_of_peak"] = flops / seconds / 1e9 / peak;
   if (opt.json) {
