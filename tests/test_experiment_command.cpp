@@ -207,6 +207,78 @@ TEST_CASE("test_experiment_command: an interrupted plan resumes to the uninterru
         measured(straight.runs / "tiny" / "vanilla" / "results.jsonl"));
 }
 
+TEST_CASE(
+    "test_experiment_command: a retrained run adopts the published evaluations it reproduces") {
+  const PlanDir d = plan_dir("adopt");
+  const auto first = qt::test::run_command(experiment(d, "--only vanilla"));
+  REQUIRE_MESSAGE(first.status == 0, first.output);
+  const fs::path published = d.publish / "vanilla.jsonl";
+  const std::vector<json> evaluated = json_lines(published);
+  REQUIRE(evaluated.size() == 12);
+
+  // A new machine: runs/ is empty. A crash at step 4 (after evaluation step 3) keeps the
+  // published step 6 in the published file although the run has not reached it again.
+  fs::remove_all(d.runs);
+  const auto crashed =
+      qt::test::run_command("QTLAB_FAULT_INJECT=0:4 " + experiment(d, "--only vanilla"));
+  CHECK(crashed.status != 0);
+  CHECK(json_lines(published).size() == 12);
+  const auto resumed = qt::test::run_command(experiment(d, "--only vanilla"));
+  REQUIRE_MESSAGE(resumed.status == 0, resumed.output);
+  const fs::path dir = d.runs / "tiny" / "vanilla";
+  const std::string log = read_file(dir / "log.txt");
+  CHECK(log.find("step 3: training reproduced the published record bit for bit") !=
+        std::string::npos);
+  CHECK(log.find("step 6: training reproduced") != std::string::npos);
+  CHECK(log.find("qtlab quantize") == std::string::npos);  // no evaluation was repeated
+  CHECK(log.find("qtlab analyze") == std::string::npos);
+  const std::vector<json> adopted = json_lines(published);
+  REQUIRE(adopted.size() == evaluated.size());
+  for (size_t i = 0; i < adopted.size(); ++i) {
+    CHECK(adopted[i]["adopted"] == true);
+    json without = adopted[i];
+    without.erase("adopted");
+    CHECK(without == evaluated[i]);
+  }
+
+  // Published results of another trajectory (here: a changed validation loss) are not adopted.
+  std::string text;
+  for (json r : evaluated) {
+    if (r["kind"] == "training" && r["step"] == 3) r["metrics"]["val_loss"] = 1.5;
+    text += r.dump() + "\n";
+  }
+  write_file(published, text);
+  fs::remove_all(d.runs);
+  const auto refused = qt::test::run_command(experiment(d, "--only vanilla"));
+  CHECK(refused.status != 0);
+  const std::string refusal = read_file(dir / "log.txt");
+  CHECK(refusal.find("retrained to step 3, its val_loss is") != std::string::npos);
+  CHECK(refusal.find("--no-adopt") != std::string::npos);
+  // --adopt-unreproduced keeps them, marked, with this machine's training record beside them.
+  fs::remove_all(d.runs);
+  const auto kept = qt::test::run_command(experiment(d, "--only vanilla --adopt-unreproduced"));
+  REQUIRE_MESSAGE(kept.status == 0, kept.output);
+  for (const json& r : json_lines(published)) {
+    CHECK(r["adopted"] == true);
+    CHECK(r.contains("reproduced") == (r["step"] == 3));
+    if (r["step"] == 3 && r["kind"] == "training") {
+      CHECK(r["metrics"]["val_loss"] == 1.5);
+      CHECK(r["retrained_metrics"]["val_loss"] != 1.5);
+    }
+  }
+  {  // the results table marks the seed of the step that came from the other trajectory
+    const auto table = qt::test::run_command(qtlab("results " + d.publish.string()));
+    REQUIRE_MESSAGE(table.status == 0, table.output);
+    CHECK(table.output.find("| 3 | vanilla | 1000* |") != std::string::npos);
+    CHECK(table.output.find("| 6 | vanilla | 1000 |") != std::string::npos);
+  }
+  fs::remove_all(d.runs);
+  const auto fresh = qt::test::run_command(experiment(d, "--only vanilla --no-adopt"));
+  REQUIRE_MESSAGE(fresh.status == 0, fresh.output);
+  CHECK(measured(published) == measured(d.runs / "tiny" / "vanilla" / "results.jsonl"));
+  for (const json& r : json_lines(published)) CHECK_FALSE(r.contains("adopted"));
+}
+
 TEST_CASE("test_experiment_command: a second driver on the same run refuses") {
   const PlanDir d = plan_dir("locked");
   const fs::path dir = d.runs / "tiny" / "vanilla";

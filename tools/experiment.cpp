@@ -18,6 +18,9 @@
 // a crash, a kill, a new session — continues where it stopped. Each stage runs as a child process
 // of this same binary, which the kernel ends if the driver dies (PR_SET_PDEATHSIG); every file is
 // written atomically, so a kill at any moment loses at most the steps since the last checkpoint.
+// On a machine whose runs/ is empty a run is retrained from step 0; at each evaluation step whose
+// results are already published, training must reproduce the published training record bit for
+// bit, and then the published evaluation is adopted instead of repeated (adopt_published_step).
 //
 // Re-analysis (--reanalyze): the analysis records of evaluations made by an older binary lack
 // what a newer `qtlab analyze` measures (kAnalysisVersion, quant/outlier_analysis.h). --reanalyze
@@ -62,6 +65,7 @@
 #include "optim/distributed.h"
 #include "quant/outlier_analysis.h"
 #include "tensor/atomic_file.h"
+#include "tensor/blas/gemm.h"
 #include "tensor/error.h"
 #include "tensor/safetensors.h"
 #include "tensor/version.h"
@@ -80,6 +84,9 @@ struct ExperimentArguments {
   std::string runs_dir = "runs";
   std::string publish_dir;  // "": docs/results/<plan name>
   bool no_publish = false;
+  bool no_adopt = false;  // evaluate every step afresh, even where published results exist
+  // adopt published evaluations even where the retrained run does not reproduce them bit for bit
+  bool adopt_unreproduced = false;
   int parallel = 1;
   int threads_per_run = 1;
   std::vector<std::string> only;  // run-name patterns (shell globs)
@@ -280,6 +287,15 @@ bool step_complete(const PlannedRun& run, const StepRecords& s) {
   return true;
 }
 
+// The float GEMM kernel training runs on here ("openblas", or "own avx512 12x32"): its blocking
+// fixes the order of every sum, so a trajectory is reproduced bit for bit only on the same one.
+std::string float_gemm_kernel() {
+  const qt::blas::Backend backend = qt::blas::backend();
+  std::string out(qt::blas::backend_name(backend));
+  if (backend == qt::blas::Backend::own) out += " " + std::string(qt::blas::own_kernel_name());
+  return out;
+}
+
 // The quantities that identify a record: which plan, run, variant, seed and step it belongs to.
 json record_identity(const ExperimentPlan& plan, const PlannedRun& run, int64_t step,
                      const std::string& kind) {
@@ -291,7 +307,8 @@ json record_identity(const ExperimentPlan& plan, const PlannedRun& run, int64_t 
           {"step", step},
           {"steps", run.steps},
           {"kind", kind},
-          {"qtlab_version", std::string(qt::qtlab_version())}};
+          {"qtlab_version", std::string(qt::qtlab_version())},
+          {"float_gemm", float_gemm_kernel()}};
 }
 
 // The metrics.jsonl record of `step` (the validation at a stop step is always logged).
@@ -316,16 +333,37 @@ json analysis_summary(const fs::path& analysis_file) {
   return analysis;
 }
 
-void write_results(const RunPaths& p, const std::vector<json>& records,
-                   const ExperimentArguments& a, const ExperimentPlan& plan,
-                   const PlannedRun& run) {
+std::string json_lines_text(const std::vector<json>& records) {
   std::string text;
   for (const json& r : records) text += r.dump() + "\n";
-  qt::write_text_atomically(p.results.string(), text);
+  return text;
+}
+
+fs::path published_results_path(const ExperimentArguments& a, const ExperimentPlan& plan,
+                                const PlannedRun& run) {
+  return publish_path(a, plan) / (run.name + ".jsonl");
+}
+
+// Writes the run's results file and publishes it. `published` holds what the published file held
+// when the worker started (see adopt_published_step): its steps that the run has not reached
+// again stay in the published file, so that retraining a run on a new machine never drops a
+// measurement from docs/results/ before it has been made again.
+void write_results(const RunPaths& p, const std::vector<json>& records,
+                   const std::vector<json>& published, const ExperimentArguments& a,
+                   const ExperimentPlan& plan, const PlannedRun& run) {
+  qt::write_text_atomically(p.results.string(), json_lines_text(records));
   if (a.no_publish) return;
-  const fs::path out = publish_path(a, plan);
-  fs::create_directories(out);
-  qt::write_text_atomically((out / (run.name + ".jsonl")).string(), text);
+  std::set<int64_t> steps;
+  for (const json& r : records)
+    if (r.contains("step")) steps.insert(r["step"].get<int64_t>());
+  std::vector<json> out = records;
+  for (const json& r : published)
+    if (r.contains("step") && steps.count(r["step"].get<int64_t>()) == 0) out.push_back(r);
+  std::stable_sort(out.begin(), out.end(), [](const json& x, const json& y) {
+    return x.value("step", int64_t{0}) < y.value("step", int64_t{0});
+  });
+  fs::create_directories(publish_path(a, plan));
+  qt::write_text_atomically(published_results_path(a, plan, run).string(), json_lines_text(out));
 }
 
 // Hard-links the checkpoint as the snapshot of `step` (the trainer replaces checkpoint files by
@@ -341,9 +379,10 @@ void take_snapshot(const RunPaths& p, int64_t step) {
   fs::rename(temporary, target);
 }
 
-// One evaluation step: train to it (or find its snapshot), quantize the sweep, analyse, record.
-void evaluate_step(const ExperimentArguments& a, const ExperimentPlan& plan, const PlannedRun& run,
-                   const RunPaths& p, int64_t step, std::vector<json>& records) {
+// Trains the run to `step` (resuming from its checkpoint) and snapshots it, unless the snapshot
+// exists.
+void train_to_step(const ExperimentArguments& a, const PlannedRun& run, const RunPaths& p,
+                   int64_t step) {
   const fs::path snapshot = p.snapshot(step);
   if (!fs::exists(snapshot)) {
     int64_t at = checkpoint_step(p);
@@ -363,6 +402,85 @@ void evaluate_step(const ExperimentArguments& a, const ExperimentPlan& plan, con
     }
     take_snapshot(p, step);
   }
+}
+
+// Adoption: a run retrained from scratch (a new machine starts with an empty runs/) reaches
+// evaluation steps whose results are already published, measured by an earlier driver on the
+// same plan. Training is bit-identical for the same seed, config and thread count, so when the
+// retrained run's logged training record at `step` (loss, gradient norm, validation loss) equals
+// the published one bit for bit, the checkpoint is the one that was evaluated and its evaluation
+// (about as long as the training that led to it) need not be repeated: the published records of
+// the step are taken over, marked "adopted": true. When the records differ, the published results
+// came from another trajectory (another build's arithmetic, another thread count) and mixing them
+// with new ones would be wrong: the driver stops and says so. Returns whether the step was adopted.
+//
+// --adopt-unreproduced relaxes this for a run retrained on another machine (another float GEMM
+// kernel, so another rounding of the same computation): the published evaluation is adopted
+// although the training records differ, and each adopted record says so ("reproduced": false,
+// with this machine's training record beside the published one). Such a run's results file then
+// holds two trajectories of one seed; the records name which is which.
+bool adopt_published_step(const ExperimentArguments& a, const ExperimentPlan& plan,
+                          const PlannedRun& run, const RunPaths& p, int64_t step,
+                          const std::vector<json>& published, std::vector<json>& records) {
+  std::vector<json> mine;
+  for (const json& r : published)
+    if (r.contains("step") && r["step"].get<int64_t>() == step) mine.push_back(r);
+  const auto recorded = recorded_steps(mine);
+  const auto it = recorded.find(step);
+  if (it == recorded.end() || !step_complete(run, it->second)) return false;
+  const json logged = training_record(p, step);
+  std::string difference;  // the first training quantity that differs, or ""
+  for (const json& r : mine) {
+    if (r.value("kind", std::string()) != "training" || !difference.empty()) continue;
+    const json& before = r.at("metrics");
+    for (const char* key : {"loss", "grad_norm", "val_loss"}) {
+      if (before.contains(key) && logged.contains(key) && before[key] == logged[key]) continue;
+      difference = fmt::format(
+          "its {} is {} but the published results say {} (published on float GEMM '{}', "
+          "retrained on '{}')",
+          key, logged.contains(key) ? logged[key].dump() : "missing",
+          before.contains(key) ? before[key].dump() : "missing",
+          r.value("float_gemm", std::string("not recorded")), float_gemm_kernel());
+      break;
+    }
+  }
+  QT_CHECK(difference.empty() || a.adopt_unreproduced,
+           "experiment: run '{}': retrained to step {}, {}: they were measured on another "
+           "trajectory (another machine's GEMM kernel, build or thread count). Rerun with "
+           "--no-adopt to evaluate this run afresh and replace them, or with "
+           "--adopt-unreproduced to keep them, marked as not reproduced",
+           run.name, step, difference);
+  for (json r : mine) {
+    r["adopted"] = true;
+    if (!difference.empty()) {
+      r["reproduced"] = false;
+      if (r.value("kind", std::string()) == "training") r["retrained_metrics"] = logged;
+    }
+    records.push_back(std::move(r));
+  }
+  log_line(p, difference.empty()
+                  ? fmt::format("step {}: training reproduced the published record bit for bit; "
+                                "its published evaluation is adopted",
+                                step)
+                  : fmt::format("step {}: retrained, {}; the published evaluation is adopted "
+                                "anyway (--adopt-unreproduced), marked \"reproduced\": false",
+                                step, difference));
+  return true;
+}
+
+// One evaluation step: train to it (or find its snapshot), quantize the sweep, analyse, record.
+void evaluate_step(const ExperimentArguments& a, const ExperimentPlan& plan, const PlannedRun& run,
+                   const RunPaths& p, int64_t step, const std::vector<json>& published,
+                   std::vector<json>& records) {
+  train_to_step(a, run, p, step);
+  std::erase_if(records, [step](const json& r) {
+    return r.contains("step") && r["step"].get<int64_t>() == step;
+  });
+  if (adopt_published_step(a, plan, run, p, step, published, records)) {
+    write_results(p, records, published, a, plan, run);
+    return;
+  }
+  const fs::path snapshot = p.snapshot(step);
   const fs::path eval_dir = p.eval_dir(step);
   fs::create_directories(eval_dir);
   const double started = now_seconds();
@@ -393,10 +511,7 @@ void evaluate_step(const ExperimentArguments& a, const ExperimentPlan& plan, con
                 fmt::format("analysing step {}", step), run, p);
   }
 
-  // 3. record: replace whatever the results held for this step
-  std::erase_if(records, [step](const json& r) {
-    return r.contains("step") && r["step"].get<int64_t>() == step;
-  });
+  // 3. record (whatever the results held for this step was removed above)
   json training = record_identity(plan, run, step, "training");
   training["metrics"] = training_record(p, step);
   training["evaluation_seconds"] = now_seconds() - started;
@@ -411,7 +526,7 @@ void evaluate_step(const ExperimentArguments& a, const ExperimentPlan& plan, con
   json analysis = record_identity(plan, run, step, "analysis");
   analysis["analysis"] = analysis_summary(analysis_file);
   records.push_back(analysis);
-  write_results(p, records, a, plan, run);
+  write_results(p, records, published, a, plan, run);
   log_line(p, fmt::format("step {} evaluated and recorded in {}", step, p.results.string()));
 }
 
@@ -448,11 +563,14 @@ int run_worker(const ExperimentArguments& a, const ExperimentPlan& plan, const P
     fs::create_directories(p.dir);
     RunLock lock(p.lock, fmt::format("run '{}'", run.name));
     std::vector<json> records = read_json_lines(p.results);
+    const std::vector<json> published = a.no_publish || a.no_adopt
+                                            ? std::vector<json>{}
+                                            : read_json_lines(published_results_path(a, plan, run));
     const auto recorded = recorded_steps(records);
     for (const int64_t step : run.evaluate_at) {
       const auto it = recorded.find(step);
       if (it != recorded.end() && step_complete(run, it->second)) continue;
-      evaluate_step(a, plan, run, p, step, records);
+      evaluate_step(a, plan, run, p, step, published, records);
     }
     write_stage(p, "done", run.steps);
     return 0;
@@ -650,6 +768,8 @@ void run_experiment(const ExperimentArguments& a) {
   QT_CHECK(a.parallel >= 1, "experiment: --parallel must be >= 1, got {}", a.parallel);
   QT_CHECK(a.threads_per_run >= 1, "experiment: --threads-per-run must be >= 1, got {}",
            a.threads_per_run);
+  QT_CHECK(!(a.no_adopt && a.adopt_unreproduced),
+           "experiment: --no-adopt and --adopt-unreproduced exclude each other");
   QT_CHECK(a.progress_seconds >= 1, "experiment: --progress-every must be >= 1, got {}",
            a.progress_seconds);
   const ExperimentPlan plan = qt::tools::load_experiment_plan(a.plan_file);
@@ -799,6 +919,14 @@ void add_experiment_command(CLI::App& app) {
                   "where each run's results.jsonl is copied after every evaluation (default "
                   "docs/results/<plan>)");
   cmd->add_flag("--no-publish", arguments->no_publish, "keep the results in the run directories");
+  cmd->add_flag("--no-adopt", arguments->no_adopt,
+                "evaluate every step afresh, even where the published results hold it (by "
+                "default a retrained run whose training reproduces a published step bit for bit "
+                "takes over that step's published evaluation)");
+  cmd->add_flag("--adopt-unreproduced", arguments->adopt_unreproduced,
+                "adopt published evaluations even where the retrained run does not reproduce "
+                "their training records bit for bit (a run retrained on a machine with another "
+                "GEMM kernel); each such record is marked \"reproduced\": false");
   cmd->add_option("--parallel", arguments->parallel, "runs side by side (default 1)");
   cmd->add_option("--threads-per-run", arguments->threads_per_run,
                   "OpenMP threads of each run (default 1)");

@@ -66,6 +66,9 @@ struct StepMeasurement {
   std::string run;                      // the plan's run name
   int analysis_version = 0;             // of the analysis counted (0: none yet)
   json mechanism;                       // its "mechanism" object (null: version 1)
+  // Adopted by a run retrained on another machine without reproducing its training records
+  // ("reproduced": false, tools/experiment.cpp): the seed's steps then come from two trajectories.
+  bool other_trajectory = false;
 };
 
 // group -> variant -> step -> seed -> measurement
@@ -165,6 +168,7 @@ Table read_results(const std::string& dir, std::map<std::string, Columns>& group
         const std::string kind = r.at("kind").get<std::string>();
         StepMeasurement& m = table[group][variant][step][seed];
         m.run = r.value("run", file.stem().string());
+        if (r.value("reproduced", true) == false) m.other_trajectory = true;
         Columns& columns = group_columns[group];
         if (kind == "quantize") {
           const json& result = r.at("result");
@@ -233,9 +237,11 @@ std::string cell(const Summary& s, int decimals, bool sign = false) {
   return fmt::format("{} ± {:.{}f}", value, s.std, decimals);
 }
 
+// The seeds, each marked "*" where its step was measured on another trajectory of that seed.
 std::string seeds_text(const std::map<uint64_t, StepMeasurement>& seeds) {
   std::string out;
-  for (const auto& [seed, m] : seeds) out += (out.empty() ? "" : ", ") + std::to_string(seed);
+  for (const auto& [seed, m] : seeds)
+    out += (out.empty() ? "" : ", ") + std::to_string(seed) + (m.other_trajectory ? "*" : "");
   return out;
 }
 
@@ -352,7 +358,9 @@ std::string markdown(const Table& table, const std::map<std::string, Columns>& g
         "Table 2 columns per evaluation step (mean ± std over the seeds listed; FP and W8A8 {} on "
         "the full validation split). Safe A bits: the lowest W8A<b> within 1% of FP. Delim. "
         "outl.: % of the 6σ outliers on delimiter tokens (analyses of version 1: among the top "
-        "tokens).\n\n",
+        "tokens). A seed marked * was measured on another trajectory of the same seed than its "
+        "later steps (the run was retrained on a machine with another GEMM kernel and adopted "
+        "this step's published evaluation, `\"reproduced\": false` in its results file).\n\n",
         metric);
     md +=
         "| step | variant | seeds | FP | max ∞-norm | avg kurtosis | W8A8 | W8A8 gap | safe A "
