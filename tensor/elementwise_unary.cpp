@@ -14,6 +14,7 @@
 #include "tensor/convert_value.h"
 #include "tensor/elementwise.h"
 #include "tensor/elementwise_loop.h"
+#include "tensor/vector_math.h"
 
 namespace qt::ops {
 
@@ -125,11 +126,18 @@ Tensor relu(const Tensor& x) {
   });
 }
 
-// gelu(x) = x Phi(x) = 0.5 x (1 + erf(x / sqrt(2))), Phi the standard normal CDF.
+// gelu(x) = x Phi(x) = 0.5 x (1 + erf(x / sqrt(2))), Phi the standard normal CDF. Float through
+// the vectorizable Phi of tensor/vector_math.h; double through std::erf (the reference).
 Tensor gelu(const Tensor& x) {
   return floating_unary(x, "gelu", [](auto v) {
     using T = decltype(v);
-    return T{0.5} * v * (T{1} + std::erf(v * static_cast<T>(kInvSqrt2)));
+    if constexpr (std::is_same_v<T, float>) {
+      return vmath::gelu_f32(v);
+    } else {
+      // Phi(x) = erfc(-x / sqrt 2) / 2, not (1 + erf(x / sqrt 2)) / 2: for x < 0 the latter
+      // cancels (1 - 0.99999...) and keeps only ~1e-16 of absolute accuracy.
+      return T{0.5} * v * std::erfc(-v * static_cast<T>(kInvSqrt2));
+    }
   });
 }
 
@@ -211,9 +219,13 @@ Tensor gelu_backward(const Tensor& grad, const Tensor& x) {
   check_same_dtype(grad, x, "gelu_backward");
   auto derivative = [](auto g, auto v) {
     using T = decltype(v);
-    const T cdf = T{0.5} * (T{1} + std::erf(v * static_cast<T>(kInvSqrt2)));
-    const T density = static_cast<T>(kInvSqrt2Pi) * std::exp(T{-0.5} * v * v);
-    return g * (cdf + v * density);
+    if constexpr (std::is_same_v<T, float>) {
+      return g * vmath::gelu_derivative_f32(v);
+    } else {
+      const T cdf = T{0.5} * std::erfc(-v * static_cast<T>(kInvSqrt2));
+      const T density = static_cast<T>(kInvSqrt2Pi) * std::exp(T{-0.5} * v * v);
+      return g * (cdf + v * density);
+    }
   };
   if (x.dtype() == DType::f32) {
     return map_binary<float, float, float>(grad, x, DType::f32, "gelu_backward", derivative);
