@@ -440,12 +440,17 @@ void validate(const RunConfig& c) {
              "config: model.gamma = {} / model.zeta = {} (--gamma / --zeta) contradict model.alpha "
              "= {} (--alpha), which sets gamma = -alpha / T and zeta = 1; give one or the other",
              m.gamma, m.zeta, m.alpha);
-  else if (m.softmax == nn::SoftmaxKind::vanilla)
+  else if (m.softmax != nn::SoftmaxKind::clipped)
     QT_CHECK(m.gamma == 0.0 && m.zeta == 1.0,
              "config: model.gamma = {} / model.zeta = {} (--gamma / --zeta) have no effect with "
-             "model.softmax = vanilla (--attn vanilla); use model.softmax = clipped, or leave "
+             "model.softmax = {} (--attn {}); use model.softmax = clipped, or leave "
              "gamma at 0 and zeta at 1",
-             m.gamma, m.zeta);
+             m.gamma, m.zeta, nn::softmax_kind_name(m.softmax), nn::softmax_kind_name(m.softmax));
+  if (m.alpha > 0)
+    QT_CHECK(nn::attention_sink_of(m.softmax) == nn::AttentionSink::none,
+             "config: model.alpha = {} (--alpha) makes the softmax clipped, which does not go "
+             "with model.softmax = {}",
+             m.alpha, nn::softmax_kind_name(m.softmax));
   if (m.gate == nn::GateKind::none)
     QT_CHECK(m.gate_pi_init == ModelConfig{}.gate_pi_init && m.gate_mlp_hidden == 0,
              "config: model.gate_pi_init = {} / model.gate_mlp_hidden = {} (--pi-init) have no "

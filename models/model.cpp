@@ -111,6 +111,7 @@ nn::BlockOptions block_options(const ModelConfig& config, int64_t layer) {
           : config.max_length;
   attention.softmax =
       nn::resolve_softmax_clip(config.softmax, config.gamma, config.zeta, config.alpha, length);
+  attention.sink = nn::attention_sink_of(config.softmax);
   attention.gate = config.gate;
   attention.gate_pi_init = config.gate_pi_init;
   attention.gate_mlp_hidden = config.gate_mlp_hidden;

@@ -24,6 +24,9 @@ Attention::Attention(const AttentionOptions& options_, std::shared_ptr<DropoutSt
            "Attention: probability_dropout {} needs a DropoutState", options.probability_dropout);
   if (options.softmax.clipped)
     check_clip_range(options.softmax.gamma, options.softmax.zeta, "Attention");
+  QT_CHECK(options.sink == AttentionSink::none || !options.softmax.clipped,
+           "Attention: a sink column (softmax1 / sink) goes with the plain softmax, not the "
+           "clipped one");
   // Children in the reference repo's order (query, key, value, then the gate `alpha`), with the
   // output projection before the gate (see attention.h for the full name list).
   query =
@@ -37,6 +40,10 @@ Attention::Attention(const AttentionOptions& options_, std::shared_ptr<DropoutSt
     gate = register_module("gate", std::make_shared<AttentionGate>(
                                        options.gate, options.hidden, options.heads,
                                        options.gate_pi_init, options.gate_mlp_hidden, rng));
+  // The learned sink logits start at 0, i.e. as softmax1. Registered last; named_parameters()
+  // lists a module's own parameters before its children's, so "sink" comes first there.
+  if (options.sink == AttentionSink::learned)
+    sink = register_parameter("sink", ops::zeros({options.heads}));
 }
 
 Tensor Attention::forward(const Tensor& x, const Tensor& key_padding_mask) const {
@@ -55,6 +62,10 @@ Tensor Attention::forward(const Tensor& x, const Tensor& key_padding_mask) const
   // The gate reads the same x as the projections; pi [B, T, H].
   Tensor pi;
   if (gate) pi = tap(*this, "gate", gate->forward(x));
+  // The sink column: the learned logits, or softmax1's constant 0 per head.
+  Tensor sink_logits;
+  if (options.sink == AttentionSink::learned) sink_logits = sink;
+  if (options.sink == AttentionSink::zero) sink_logits = ops::zeros({options.heads}, x.dtype());
   Tensor context;
   // While activation taps are installed (nn/activation_tap.h) the composed path runs, so that the
   // query / key / value Linear outputs exist as tensors to observe.
@@ -62,11 +73,11 @@ Tensor Attention::forward(const Tensor& x, const Tensor& key_padding_mask) const
     // Q, K, V projections and the core as one op (one GEMM for the three projections).
     const QkvWeights weights{query->weight, query->bias,   key->weight,
                              key->bias,     value->weight, value->bias};
-    context = attention_core_projected(x, weights, pi, key_padding_mask, core);
+    context = attention_core_projected(x, weights, pi, key_padding_mask, core, sink_logits);
   } else {
     const Tensor q = query->forward(x), k = key->forward(x), v = value->forward(x);
     if (taps_active()) core.tap_owner = this;
-    context = attention_core_composed(q, k, v, pi, key_padding_mask, core);
+    context = attention_core_composed(q, k, v, pi, key_padding_mask, core, sink_logits);
   }
   return output->forward(tap(*this, "gated_context", context));
 }

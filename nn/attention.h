@@ -3,6 +3,7 @@
 //   Q, K, V = x W_{q,k,v}^T + b                    (each d -> d, split into H heads of d_h = d/H)
 //   S       = Q_i K_i^T / sqrt(d_h) + mask          (causal and/or key padding; masked p = 0)
 //   P       = softmax(S)  or  clip((zeta - gamma) * softmax(S) + gamma, 0, 1)     (clipped softmax)
+//             or e^{S} / (e^{a_h} + sum e^{S}): a sink column (softmax1: a_h = 0; sink: learned)
 //   C_i     = Dropout(P) V_i                        (attention-probability dropout, after clipping)
 //   C_i     = sigmoid(G_i(x)) * C_i                 (gated attention; x = the same input as Q/K/V)
 //   out     = concat_i(C_i) W_o^T + b_o
@@ -33,6 +34,8 @@ struct AttentionOptions {
   // Plain or clipped with (gamma, zeta), already resolved from the config (resolve_softmax_clip:
   // the alpha / T form is turned into gamma there); passed unchanged to the core.
   SoftmaxClip softmax;
+  AttentionSink sink =
+      AttentionSink::none;  // softmax1 / sink (attention_sink_of the config's kind)
   GateKind gate = GateKind::none;
   double gate_pi_init = 0.5;    // linear_per_head / conditional_per_head: bias = logit(pi_init)
   int64_t gate_mlp_hidden = 0;  // mlp_per_head: n_hid (0 -> d_h / 4, the repo's choice)
@@ -56,6 +59,8 @@ class Attention : public Module {
   //   output.weight [d, d], output.bias [d]    BERT output.dense.*  OPT out_proj.*
   //   gate.*                                   BERT / OPT: the attention module's `alpha`
   //                                            (layout and mapping in attention_gate.h)
+  //   sink          [H]                        sink only: the learned sink logits a_h, init 0
+  //                                            (gpt-oss `sinks`); decayed, as the gate logits
   // All four projections get PyTorch's default nn.Linear init U(+-1/sqrt(d)) for weight and bias,
   // as the repo's replacement attention module does (method.md §3.1, §8.4); models re-initialise
   // `output` where their spec says so (HF BERT keeps N(0, 0.02) on attention.output.dense).
@@ -80,6 +85,7 @@ class Attention : public Module {
   std::shared_ptr<DropoutState> dropout_state;
   std::shared_ptr<Linear> query, key, value, output;
   std::shared_ptr<AttentionGate> gate;  // null unless gated
+  Tensor sink;                          // [H], defined for AttentionSink::learned only
 };
 
 }  // namespace qt::nn

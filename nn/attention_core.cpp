@@ -60,15 +60,18 @@ struct Geometry {
 struct Validated {
   Geometry g;
   Tensor q, k, v, gate;         // contiguous
+  Tensor sink;                  // [H] contiguous, or undefined
   std::vector<uint8_t> key_ok;  // [B * T]: 1 = real token (all 1 without a padding mask)
   bool has_padding = false;
 };
 
-// Checks the options, the gate [B, T, H] and the key padding mask [B, T] against the geometry in
-// out.g, and fills out.gate (contiguous), out.key_ok and out.has_padding.
+// Checks the options, the gate [B, T, H], the key padding mask [B, T] and the sink logits [H]
+// against the geometry in out.g, and fills out.gate and out.sink (contiguous), out.key_ok and
+// out.has_padding.
 void validate_gate_mask_options(const Tensor& reference, const Tensor& gate,
-                                const Tensor& key_padding_mask, const AttentionCoreOptions& options,
-                                const char* op, Validated& out) {
+                                const Tensor& key_padding_mask, const Tensor& sink,
+                                const AttentionCoreOptions& options, const char* op,
+                                Validated& out) {
   if (options.softmax.clipped) check_clip_range(options.softmax.gamma, options.softmax.zeta, op);
   QT_CHECK(options.dropout >= 0.0f && options.dropout < 1.0f,
            "{}: dropout probability {} is outside [0, 1)", op, options.dropout);
@@ -78,6 +81,19 @@ void validate_gate_mask_options(const Tensor& reference, const Tensor& gate,
     QT_CHECK(gate.shape() == expected, "{}: gate must be [B, T, H] = {}, got {}", op,
              shape_str(expected), shape_str(gate.shape()));
     out.gate = ops::contiguous(gate);
+  }
+  if (sink.defined()) {
+    check_same_dtype(reference, sink, op);
+    QT_CHECK(sink.shape() == Shape{out.g.heads}, "{}: sink logits must be [H] = [{}], got {}", op,
+             out.g.heads, shape_str(sink.shape()));
+    QT_CHECK(!options.softmax.clipped,
+             "{}: a sink column goes with the plain softmax, not the clipped one", op);
+    out.sink = ops::contiguous(sink);
+    for (int64_t h = 0; h < out.g.heads; ++h) {
+      const double a =
+          reference.dtype() == DType::f32 ? out.sink.data<float>()[h] : out.sink.data<double>()[h];
+      QT_CHECK(std::isfinite(a), "{}: sink logit of head {} is {}", op, h, a);
+    }
   }
   out.key_ok.assign(out.g.batch * out.g.length, 1);
   if (key_padding_mask.defined()) {
@@ -101,8 +117,8 @@ void validate_gate_mask_options(const Tensor& reference, const Tensor& gate,
 }
 
 Validated validate(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gate,
-                   const Tensor& key_padding_mask, const AttentionCoreOptions& options,
-                   const char* op) {
+                   const Tensor& key_padding_mask, const Tensor& sink,
+                   const AttentionCoreOptions& options, const char* op) {
   for (const Tensor* t : {&q, &k, &v}) {
     check_defined(*t, op);
     check_floating(*t, op);
@@ -118,7 +134,7 @@ Validated validate(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
            "{}: hidden size {} is not divisible by heads = {}", op, q.shape()[2], heads);
   Validated out;
   out.g = {q.shape()[0], q.shape()[1], q.shape()[2], heads, q.shape()[2] / heads};
-  validate_gate_mask_options(q, gate, key_padding_mask, options, op, out);
+  validate_gate_mask_options(q, gate, key_padding_mask, sink, options, op, out);
   out.q = ops::contiguous(q);
   out.k = ops::contiguous(k);
   out.v = ops::contiguous(v);
@@ -188,6 +204,20 @@ void dropped_clipped_row_from_stored(const T* stored, T* y, int64_t n,
   }
 }
 
+// One softmax row with a sink column, in place: with m = max(max_j x_j, a),
+//   y_j = e^{x_j - m} / (e^{a - m} + sum_k e^{x_k - m})
+// (the sum accumulated in double, as softmax_row). Returns the sink's share e^{a - m} / (...).
+template <typename T>
+T softmax_row_with_sink(T* row, int64_t n, T sink) {
+  const T m = std::max(row_max(row, n), sink);
+  for (int64_t j = 0; j < n; ++j) row[j] = exp_of(row[j] - m);
+  const T sink_term = exp_of(sink - m);
+  const T inverse = static_cast<T>(
+      1.0 / (row_sum(row, static_cast<const T*>(nullptr), n) + static_cast<double>(sink_term)));
+  for (int64_t j = 0; j < n; ++j) row[j] *= inverse;
+  return sink_term * inverse;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The operands of one call, as raw row-major buffers. q, k, v are [B, T, *] with row stride `ld`
 // (d when they are separate [B, T, d] tensors; 3d when they are the column blocks of one
@@ -197,15 +227,17 @@ struct CoreOperands {
   Geometry g;
   const T *q, *k, *v;
   int64_t ld;
-  const T* pi;  // gate probabilities [B, T, H], or null
+  const T* pi;    // gate probabilities [B, T, H], or null
+  const T* sink;  // sink logits [H], or null
   const uint8_t* key_ok;
   bool has_padding;
 };
 
-// Forward. Writes C [B, T, d] (contiguous), P [B, H, T, T] and, when gated, the ungated O.
+// Forward. Writes C [B, T, d] (contiguous), P [B, H, T, T], when gated the ungated O, and with a
+// sink the sink's share of every row, sink_share [B, H, T].
 template <typename T>
 void fused_forward(const CoreOperands<T>& in, const AttentionCoreOptions& options, T* p_all, T* c,
-                   T* ungated) {
+                   T* ungated, T* sink_share) {
   const Geometry& g = in.g;
   const int64_t L = g.length, d = g.hidden, H = g.heads, dh = g.head_dim, ld = in.ld;
   const bool gated = in.pi != nullptr;
@@ -242,7 +274,10 @@ void fused_forward(const CoreOperands<T>& in, const AttentionCoreOptions& option
         for (int64_t j = 0; j < L; ++j)
           row[j] = visible(ok, options.causal, i, j) ? row[j] : lowest;
       }
-      softmax_row(row, row, L);  // in place: p_j = exp(s_j - m) / sum_i exp(s_i - m)
+      if (in.sink != nullptr)
+        sink_share[bh * L + i] = softmax_row_with_sink(row, L, in.sink[h]);
+      else
+        softmax_row(row, row, L);  // in place: p_j = exp(s_j - m) / sum_i exp(s_i - m)
     }
     const T* y = p;
     if (transform) {
@@ -266,18 +301,20 @@ void fused_forward(const CoreOperands<T>& in, const AttentionCoreOptions& option
 }
 
 // Where the backward writes: dq, dk, dv with row stride ld_grad (null when not wanted; dq and dk
-// come together), dpi [B, T, H] (null when not wanted).
+// come together), dpi [B, T, H] and dsink [H] (null when not wanted).
 template <typename T>
 struct CoreGradients {
   T *dq = nullptr, *dk = nullptr, *dv = nullptr;
   int64_t ld_grad = 0;
   T* dpi = nullptr;
+  T* dsink = nullptr;
 };
 
 // Backward from dC [B, T, d] (contiguous).
 template <typename T>
 void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& options, const T* p_all,
-                    const T* ungated, const T* dc, const CoreGradients<T>& out) {
+                    const T* ungated, const T* sink_share, const T* dc,
+                    const CoreGradients<T>& out) {
   const Geometry& g = in.g;
   const int64_t L = g.length, d = g.hidden, H = g.heads, dh = g.head_dim, ld = in.ld;
   const int64_t ld_grad = out.ld_grad;
@@ -285,6 +322,8 @@ void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& optio
   const bool transform = options.softmax.clipped || options.dropout > 0.0f;
   const bool need_qk = out.dq != nullptr;
   const bool need_v = out.dv != nullptr;
+  const bool need_sink = out.dsink != nullptr;
+  const bool need_scores = need_qk || need_sink;  // the dS pass
   const T* q = in.q;
   const T* k = in.k;
   const T* v = in.v;
@@ -306,6 +345,8 @@ void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& optio
   const size_t per_thread = static_cast<size_t>(L) * L + (gated ? static_cast<size_t>(L) * dh : 0);
   std::vector<T> scratch(static_cast<size_t>(threads) * per_thread);
   const int64_t blocks = g.batch * H;
+  // da_h's part from block (b, h), summed over b in order after the loop
+  std::vector<double> sink_partial(need_sink ? static_cast<size_t>(blocks) : 0, 0.0);
 #pragma omp parallel for schedule(static) \
     num_threads(threads) if (qt::worth_parallel(blocks * L * L * dh, qt::WorkCost::light))
   for (int64_t bh = 0; bh < blocks; ++bh) {
@@ -335,7 +376,7 @@ void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& optio
       d_o = d_out;
       ld_do = dh;
     }
-    if (!need_qk && !need_v) continue;
+    if (!need_scores && !need_v) continue;
 
     // dV_h = Y~^T dO, with Y~ recomputed from P.
     if (need_v) {
@@ -347,7 +388,7 @@ void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& optio
       gemm(Trans::yes, Trans::no, L, dh, L, T(1), y, L, d_o, ld_do, T(0), dv + grad_offset,
            ld_grad);
     }
-    if (!need_qk) continue;
+    if (!need_scores) continue;
 
     // dY~ = dO V_h^T, then per row: undo dropout, clip mask, softmax backward.
     T* ds = block;
@@ -369,16 +410,27 @@ void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& optio
         return static_cast<double>(row[j]) * static_cast<double>(probability(stored_row[j]));
       }));
       for (int64_t j = 0; j < L; ++j) row[j] = probability(stored_row[j]) * (row[j] - dot);
+      // da_h += P_i,sink (0 - dot): the dropped sink column's softmax backward
+      if (need_sink)
+        sink_partial[bh] -= static_cast<double>(sink_share[bh * L + i]) * static_cast<double>(dot);
       if (masked) {  // masked scores are constants: no gradient (matters for all-masked rows)
         const uint8_t* ok = key_ok + b * L;
         for (int64_t j = 0; j < L; ++j) row[j] = visible(ok, options.causal, i, j) ? row[j] : T(0);
       }
     }
+    if (!need_qk) continue;
     // dQ_h = scale * dS K_h;  dK_h = scale * dS^T Q_h
     gemm(Trans::no, Trans::no, L, dh, L, scale, ds, L, k + in_offset, ld, T(0), dq + grad_offset,
          ld_grad);
     gemm(Trans::yes, Trans::no, L, dh, L, scale, ds, L, q + in_offset, ld, T(0), dk + grad_offset,
          ld_grad);
+  }
+  if (need_sink) {
+    for (int64_t h = 0; h < H; ++h) {
+      double total = 0;
+      for (int64_t b = 0; b < g.batch; ++b) total += sink_partial[b * H + h];
+      out.dsink[h] = static_cast<T>(total);
+    }
   }
 }
 
@@ -398,7 +450,15 @@ T* data_or_null(const Tensor& t) {
 
 template <typename T>
 CoreOperands<T> operands(const Validated& in, const T* q, const T* k, const T* v, int64_t ld) {
-  return {in.g, q, k, v, ld, data_or_null<T>(in.gate), in.key_ok.data(), in.has_padding};
+  return {in.g,
+          q,
+          k,
+          v,
+          ld,
+          data_or_null<T>(in.gate),
+          data_or_null<T>(in.sink),
+          in.key_ok.data(),
+          in.has_padding};
 }
 template <typename T>
 CoreOperands<T> operands(const Validated& in, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -449,18 +509,19 @@ void column_sums(const T* m, int64_t rows, int64_t cols, T* sums) {
 namespace {
 
 // What attention_core's forward keeps for its backward: the validated, contiguous, detached
-// inputs, the probabilities P (dropout-coded, see fused_forward) and the ungated output.
+// inputs, the probabilities P (dropout-coded, see fused_forward), the ungated output and the
+// sink's share of every row.
 struct CoreSaved {
   std::shared_ptr<Validated> in;
   AttentionCoreOptions options;
-  Tensor P, ungated;
+  Tensor P, ungated, sink_share;
 };
 
-// One field per input of attention_core (q, k, v, gate), as PyTorch names an op's gradients:
-// which gradients the graph needs, and the gradients (undefined where not needed).
+// One field per input of attention_core (q, k, v, gate, sink), as PyTorch names an op's
+// gradients: which gradients the graph needs, and the gradients (undefined where not needed).
 template <typename V>
 struct CoreInputs {
-  V q{}, k{}, v{}, gate{};
+  V q{}, k{}, v{}, gate{}, sink{};
 };
 using CoreNeeds = CoreInputs<bool>;
 using CoreInputGradients = CoreInputs<Tensor>;
@@ -482,6 +543,7 @@ CoreInputGradients attention_core_backward(const CoreSaved& saved, const Tensor&
   if (needs.v) grads.v = Tensor::empty(dc.shape(), dtype);
   if (in.gate.defined() && needs.gate)
     grads.gate = Tensor::empty({g.batch, g.length, g.heads}, dtype);
+  if (in.sink.defined() && needs.sink) grads.sink = Tensor::empty({g.heads}, dtype);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     CoreGradients<T> out;
@@ -490,42 +552,52 @@ CoreInputGradients attention_core_backward(const CoreSaved& saved, const Tensor&
     out.dv = data_or_null<T>(grads.v);
     out.ld_grad = g.hidden;
     out.dpi = data_or_null<T>(grads.gate);
+    out.dsink = data_or_null<T>(grads.sink);
     fused_backward<T>(operands<T>(in, in.q, in.k, in.v, g.hidden), saved.options, saved.P.data<T>(),
-                      data_or_null<T>(saved.ungated), dc.data<T>(), out);
+                      data_or_null<T>(saved.ungated), data_or_null<T>(saved.sink_share),
+                      dc.data<T>(), out);
   });
   return grads;
 }
 
 }  // namespace
 
+// The sink's share of every row [B, H, T] when there is a sink column, else undefined.
+Tensor sink_share_buffer(const Validated& in, DType dtype) {
+  return in.sink.defined() ? Tensor::empty({in.g.batch, in.g.heads, in.g.length}, dtype) : Tensor();
+}
+
 Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gate,
-                      const Tensor& key_padding_mask, const AttentionCoreOptions& options) {
+                      const Tensor& key_padding_mask, const AttentionCoreOptions& options,
+                      const Tensor& sink) {
   auto in = std::make_shared<Validated>(
-      validate(q, k, v, gate, key_padding_mask, options, "attention_core"));
+      validate(q, k, v, gate, key_padding_mask, sink, options, "attention_core"));
   const Geometry& g = in->g;
   const DType dtype = in->q.dtype();
   const Tensor P = Tensor::empty({g.batch, g.heads, g.length, g.length}, dtype);
   const Tensor C = Tensor::empty({g.batch, g.length, g.hidden}, dtype);
   const Tensor ungated = in->gate.defined() ? Tensor::empty(C.shape(), dtype) : Tensor();
+  const Tensor sink_share = sink_share_buffer(*in, dtype);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     fused_forward<T>(operands<T>(*in, in->q, in->k, in->v, g.hidden), options, P.data<T>(),
-                     C.data<T>(), data_or_null<T>(ungated));
+                     C.data<T>(), data_or_null<T>(ungated), data_or_null<T>(sink_share));
   });
-  if (!any_requires_grad({q, k, v, gate})) return C;
+  if (!any_requires_grad({q, k, v, gate, sink})) return C;
   // The closure keeps the contiguous inputs (detached: the Node already holds the originals),
   // P and the ungated output; nothing that refers back to C.
   in->q = in->q.detach();
   in->k = in->k.detach();
   in->v = in->v.detach();
   if (in->gate.defined()) in->gate = in->gate.detach();
-  // The autograd node's inputs are {q, k, v, gate}, in the order of CoreInputs.
-  const CoreSaved saved{in, options, P, ungated};
-  return record(C, "attention_core", {q, k, v, gate},
+  if (in->sink.defined()) in->sink = in->sink.detach();
+  // The autograd node's inputs are {q, k, v, gate, sink}, in the order of CoreInputs.
+  const CoreSaved saved{in, options, P, ungated, sink_share};
+  return record(C, "attention_core", {q, k, v, gate, sink},
                 [saved](const Tensor& grad, const std::vector<bool>& needs) {
                   const CoreInputGradients d = attention_core_backward(
-                      saved, grad, CoreNeeds{needs[0], needs[1], needs[2], needs[3]});
-                  return std::vector<Tensor>{d.q, d.k, d.v, d.gate};
+                      saved, grad, CoreNeeds{needs[0], needs[1], needs[2], needs[3], needs[4]});
+                  return std::vector<Tensor>{d.q, d.k, d.v, d.gate, d.sink};
                 });
 }
 
@@ -538,7 +610,7 @@ struct ProjectedSaved {
   Tensor x_matrix;        // x as [B·T, d]
   Tensor stacked_weight;  // [3d, d]: query, key, value weights
   Tensor qkv;             // [B, T, 3d]: Q, K, V side by side
-  Tensor P, ungated;
+  Tensor P, ungated, sink_share;
 };
 
 // One field per input of attention_core_projected (x, the three projections' weight and bias,
@@ -546,7 +618,7 @@ struct ProjectedSaved {
 template <typename V>
 struct ProjectedInputs {
   V x{}, query_weight{}, query_bias{}, key_weight{}, key_bias{}, value_weight{}, value_bias{},
-      gate{};
+      gate{}, sink{};
 };
 using ProjectedNeeds = ProjectedInputs<bool>;
 using ProjectedInputGradients = ProjectedInputs<Tensor>;
@@ -569,6 +641,7 @@ ProjectedInputGradients attention_projected_backward(const ProjectedSaved& saved
   ProjectedInputGradients grads;
   if (in.gate.defined() && needs.gate)
     grads.gate = Tensor::empty({g.batch, g.length, g.heads}, dtype);
+  if (in.sink.defined() && needs.sink) grads.sink = Tensor::empty({g.heads}, dtype);
   const Tensor dqkv = need_qkv ? Tensor::empty(saved.qkv.shape(), dtype) : Tensor();
   Tensor stacked_dw, stacked_db;
   if (needs.x) grads.x = Tensor::empty({g.batch, g.length, d}, dtype);
@@ -586,8 +659,10 @@ ProjectedInputGradients attention_projected_backward(const ProjectedSaved& saved
       out.ld_grad = 3 * d;
     }
     out.dpi = data_or_null<T>(grads.gate);
+    out.dsink = data_or_null<T>(grads.sink);
     fused_backward<T>(operands<T>(in, base, base + d, base + 2 * d, 3 * d), saved.options,
-                      saved.P.data<T>(), data_or_null<T>(saved.ungated), dc.data<T>(), out);
+                      saved.P.data<T>(), data_or_null<T>(saved.ungated),
+                      data_or_null<T>(saved.sink_share), dc.data<T>(), out);
     if (!need_qkv) return;
     const T* dq = dqkv.data<T>();
     if (needs.x)
@@ -613,8 +688,8 @@ ProjectedInputGradients attention_projected_backward(const ProjectedSaved& saved
 }  // namespace
 
 Tensor attention_core_projected(const Tensor& x, const QkvWeights& w, const Tensor& gate,
-                                const Tensor& key_padding_mask,
-                                const AttentionCoreOptions& options) {
+                                const Tensor& key_padding_mask, const AttentionCoreOptions& options,
+                                const Tensor& sink) {
   const char* op = "attention_core_projected";
   check_defined(x, op);
   check_floating(x, op);
@@ -635,7 +710,7 @@ Tensor attention_core_projected(const Tensor& x, const QkvWeights& w, const Tens
            heads);
   auto in = std::make_shared<Validated>();
   in->g = {x.shape()[0], x.shape()[1], d, heads, d / heads};
-  validate_gate_mask_options(x, gate, key_padding_mask, options, op, *in);
+  validate_gate_mask_options(x, gate, key_padding_mask, sink, options, op, *in);
   const Geometry& g = in->g;
   const DType dtype = x.dtype();
   const int64_t rows = g.batch * g.length;
@@ -652,38 +727,42 @@ Tensor attention_core_projected(const Tensor& x, const QkvWeights& w, const Tens
   const Tensor P = Tensor::empty({g.batch, g.heads, g.length, g.length}, dtype);
   const Tensor C = Tensor::empty({g.batch, g.length, d}, dtype);
   const Tensor ungated = in->gate.defined() ? Tensor::empty(C.shape(), dtype) : Tensor();
+  const Tensor sink_share = sink_share_buffer(*in, dtype);
   dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     project_qkv<T>(x_matrix.data<T>(), stacked_weight.data<T>(), stacked_bias.data<T>(), rows, d,
                    qkv.data<T>());
     const T* base = qkv.data<T>();
     fused_forward<T>(operands<T>(*in, base, base + d, base + 2 * d, 3 * d), options, P.data<T>(),
-                     C.data<T>(), data_or_null<T>(ungated));
+                     C.data<T>(), data_or_null<T>(ungated), data_or_null<T>(sink_share));
   });
   std::vector<Tensor> inputs = {x};
   inputs.insert(inputs.end(), params.begin(), params.end());
   inputs.push_back(gate);
+  inputs.push_back(sink);
   if (!any_requires_grad(inputs)) return C;
   if (in->gate.defined()) in->gate = in->gate.detach();
+  if (in->sink.defined()) in->sink = in->sink.detach();
   // The autograd node's inputs are {x, query.weight, query.bias, key.weight, key.bias,
-  // value.weight, value.bias, gate}, in the order of ProjectedInputs.
-  const ProjectedSaved saved{in, options, x_matrix, stacked_weight, qkv, P, ungated};
+  // value.weight, value.bias, gate, sink}, in the order of ProjectedInputs.
+  const ProjectedSaved saved{in, options, x_matrix, stacked_weight, qkv, P, ungated, sink_share};
   return record(C, "attention_core_projected", inputs,
                 [saved](const Tensor& grad, const std::vector<bool>& needs) {
                   const ProjectedInputGradients d = attention_projected_backward(
                       saved, grad,
                       ProjectedNeeds{needs[0], needs[1], needs[2], needs[3], needs[4], needs[5],
-                                     needs[6], needs[7]});
-                  return std::vector<Tensor>{d.x,        d.query_weight, d.query_bias, d.key_weight,
-                                             d.key_bias, d.value_weight, d.value_bias, d.gate};
+                                     needs[6], needs[7], needs[8]});
+                  return std::vector<Tensor>{d.x,          d.query_weight, d.query_bias,
+                                             d.key_weight, d.key_bias,     d.value_weight,
+                                             d.value_bias, d.gate,         d.sink};
                 });
 }
 
 Tensor attention_core_composed(const Tensor& q, const Tensor& k, const Tensor& v,
                                const Tensor& gate, const Tensor& key_padding_mask,
-                               const AttentionCoreOptions& options) {
+                               const AttentionCoreOptions& options, const Tensor& sink) {
   const Validated in =
-      validate(q, k, v, gate, key_padding_mask, options, "attention_core_composed");
+      validate(q, k, v, gate, key_padding_mask, sink, options, "attention_core_composed");
   const Geometry& g = in.g;
   const int64_t B = g.batch, L = g.length, d = g.hidden, H = g.heads, dh = g.head_dim;
   // [B, T, d] -> [B, H, T, d_h]
@@ -712,9 +791,16 @@ Tensor attention_core_composed(const Tensor& q, const Tensor& k, const Tensor& v
                               : std::numeric_limits<double>::lowest();
     scores = where(visible_mask, scores, ops::full({1}, lowest, q.dtype()));
   }
-  Tensor probs = options.softmax.clipped
-                     ? clipped_softmax(scores, options.softmax.gamma, options.softmax.zeta, -1)
-                     : softmax(scores, -1);
+  Tensor probs;
+  if (sink.defined()) {
+    // softmax over [S, a_h] (a_h broadcast to a column [B, H, T, 1]), the sink column dropped
+    const Tensor column = expand(reshape(sink, {1, H, 1, 1}), {B, H, L, 1});
+    probs = narrow(softmax(cat({scores, column}, -1), -1), -1, 0, L);
+  } else {
+    probs = options.softmax.clipped
+                ? clipped_softmax(scores, options.softmax.gamma, options.softmax.zeta, -1)
+                : softmax(scores, -1);
+  }
   probs = tap_point("probabilities", probs);  // before dropout
   if (options.dropout > 0.0f)
     probs =

@@ -8,6 +8,11 @@
 //                                                     exactly; a row whose keys are ALL masked
 //                                                     becomes uniform (all scores equal).
 //   P   = softmax(S)                                  (row-wise, along the keys)
+//         or, with a sink logit a_h (softmax1: a_h = 0; sink: learned; nn/clipped_softmax.h),
+//         P_ij = e^{S_ij} / (e^{a_h} + sum_k e^{S_ik}): the softmax over [S_i, a_h] with the sink
+//         column dropped (computed stably with m = max(max_k S_ik, a_h)). A row's sink share
+//         P_i,sink = 1 - sum_j P_ij is what the head "did not attend to"; a row whose keys are
+//         all masked gives the sink everything (P_i = 0, so the head outputs 0).
 //   Y   = P  or  clip((zeta - gamma) P + gamma, 0, 1) (clipped softmax, nn/clipped_softmax.h)
 //   Y~  = Y * keep / (1 - p_drop)                     (attention-probability dropout AFTER the
 //                                                     clip; keep = nn::dropout_keep(seed, stream,
@@ -38,6 +43,8 @@
 //   dY      = dY~ * keep / (1 - p_drop)
 //   g^      = (zeta - gamma) * m * dY, m = [0 <= (zeta - gamma) P + gamma <= 1]   (clip)
 //   dS      = P * (g^ - rowsum(g^ * P)); dS = 0 at masked keys (masked scores are constants)
+//   da_h    = - sum_{b, i} P_i,sink rowsum(g^ * P)_i   (sink: the softmax backward of the dropped
+//             column, whose upstream gradient is 0; summed over b in order: thread-independent)
 //   dQ_h    = dS K_h / sqrt(d_h);  dK_h = dS^T Q_h / sqrt(d_h)
 #pragma once
 
@@ -66,9 +73,12 @@ struct AttentionCoreOptions {
 // q, k, v: [B, T, d] (f32 or f64, same dtype; d divisible by heads).
 // gate: undefined, or gate probabilities [B, T, H] (same dtype; any layout).
 // key_padding_mask: undefined, or [B, T] (u8 / i32 / i64; nonzero = real token, 0 = padding).
-// Returns C [B, T, d] (heads concatenated), differentiable w.r.t. q, k, v and gate.
+// sink: undefined (the plain softmax), or the sink logits a [H] (same dtype; with the plain
+// softmax only, not the clipped one).
+// Returns C [B, T, d] (heads concatenated), differentiable w.r.t. q, k, v, gate and sink.
 Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gate,
-                      const Tensor& key_padding_mask, const AttentionCoreOptions& options);
+                      const Tensor& key_padding_mask, const AttentionCoreOptions& options,
+                      const Tensor& sink = Tensor());
 
 // The Q/K/V projections fused with the core: Q, K, V = x W^T + b for the three Linear layers'
 // parameters (as nn::linear computes them), then attention_core. Same result as
@@ -78,16 +88,17 @@ Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const T
 // no transposes); the backward writes dQ, dK, dV into one [B, T, 3d] buffer and needs one GEMM
 // for dx (K = 3d: no sum of three partial dx) and one for the three weight gradients.
 // One autograd node with inputs x, query.weight, query.bias, key.weight, key.bias, value.weight,
-// value.bias, gate. x [B, T, d] (f32 / f64); weights [d, d] and biases [d] of x's dtype.
+// value.bias, gate, sink. x [B, T, d] (f32 / f64); weights [d, d] and biases [d] of x's dtype.
 struct QkvWeights {
   Tensor query_weight, query_bias, key_weight, key_bias, value_weight, value_bias;
 };
 Tensor attention_core_projected(const Tensor& x, const QkvWeights& weights, const Tensor& gate,
-                                const Tensor& key_padding_mask,
-                                const AttentionCoreOptions& options);
+                                const Tensor& key_padding_mask, const AttentionCoreOptions& options,
+                                const Tensor& sink = Tensor());
 
+// The sink column is the concatenation [S, a_h] before softmax and a narrow after it.
 Tensor attention_core_composed(const Tensor& q, const Tensor& k, const Tensor& v,
                                const Tensor& gate, const Tensor& key_padding_mask,
-                               const AttentionCoreOptions& options);
+                               const AttentionCoreOptions& options, const Tensor& sink = Tensor());
 
 }  // namespace qt::nn

@@ -56,20 +56,44 @@ void check_clip_range(double gamma, double zeta, const char* op) {
            "{}: zeta = {} (the clipped softmax needs a finite zeta >= 1)", op, zeta);
 }
 
+namespace {
+struct SoftmaxKindName {
+  SoftmaxKind kind;
+  const char* name;
+};
+// The config / CLI names, in the order of the enum.
+constexpr SoftmaxKindName kSoftmaxKindNames[] = {{SoftmaxKind::vanilla, "vanilla"},
+                                                 {SoftmaxKind::clipped, "clipped"},
+                                                 {SoftmaxKind::softmax1, "softmax1"},
+                                                 {SoftmaxKind::sink, "sink"}};
+}  // namespace
+
 const std::vector<std::string>& softmax_kind_names() {
-  static const std::vector<std::string> names = {"vanilla", "clipped"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (const SoftmaxKindName& entry : kSoftmaxKindNames) out.push_back(entry.name);
+    return out;
+  }();
   return names;
 }
 
 SoftmaxKind parse_softmax_kind(const std::string& name) {
-  if (name == "vanilla") return SoftmaxKind::vanilla;
-  if (name == "clipped") return SoftmaxKind::clipped;
-  fail("attention: unknown softmax kind '{}' (expected {})", name,
-       fmt::join(softmax_kind_names(), " or "));
+  for (const SoftmaxKindName& entry : kSoftmaxKindNames)
+    if (name == entry.name) return entry.kind;
+  fail("attention: unknown softmax kind '{}' (expected one of {})", name,
+       fmt::join(softmax_kind_names(), ", "));
 }
 
 const char* softmax_kind_name(SoftmaxKind kind) {
-  return kind == SoftmaxKind::clipped ? "clipped" : "vanilla";
+  for (const SoftmaxKindName& entry : kSoftmaxKindNames)
+    if (kind == entry.kind) return entry.name;
+  return "?";
+}
+
+AttentionSink attention_sink_of(SoftmaxKind kind) {
+  if (kind == SoftmaxKind::softmax1) return AttentionSink::zero;
+  if (kind == SoftmaxKind::sink) return AttentionSink::learned;
+  return AttentionSink::none;
 }
 
 SoftmaxClip resolve_softmax_clip(SoftmaxKind kind, double gamma, double zeta, double alpha,
@@ -81,7 +105,7 @@ SoftmaxClip resolve_softmax_clip(SoftmaxKind kind, double gamma, double zeta, do
              alpha, max_length);
     return SoftmaxClip{true, -alpha / static_cast<double>(max_length), 1.0};
   }
-  if (kind == SoftmaxKind::vanilla) return SoftmaxClip{};
+  if (kind != SoftmaxKind::clipped) return SoftmaxClip{};
   check_clip_range(gamma, zeta, "attention softmax");
   return SoftmaxClip{true, gamma, zeta};
 }

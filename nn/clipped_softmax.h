@@ -23,13 +23,25 @@
 
 namespace qt::nn {
 
-// The attention softmax a config asks for: "vanilla" or "clipped".
-enum class SoftmaxKind { vanilla, clipped };
+// The attention softmax a config asks for: "vanilla", "clipped", or one of the no-op mechanisms
+// that add a column to the softmax's denominator (issue 15; method.md "Beyond the paper"):
+//   softmax1  p_j = e^{s_j} / (1 + sum_k e^{s_k})        (E. Miller, "Attention is off by one",
+//                                                        2023): a sink logit fixed at 0
+//   sink      p_j = e^{s_j} / (e^{a_h} + sum_k e^{s_k})  (gpt-oss, 2025): a learned sink logit a_h
+//                                                        per head, the parameter "sink" [H]
+// A row's probabilities then sum to 1 - (the sink's share), so a head can attend to nothing by
+// giving its mass to the sink instead of to a delimiter token.
+enum class SoftmaxKind { vanilla, clipped, softmax1, sink };
 
 // The config / CLI names of the softmax kinds, in one list; parse throws naming an unknown name.
 const std::vector<std::string>& softmax_kind_names();
 SoftmaxKind parse_softmax_kind(const std::string& name);
 const char* softmax_kind_name(SoftmaxKind kind);
+
+// The sink column of the attention softmax (nn/attention_core.h): none, a logit fixed at 0
+// (softmax1), or a learned logit per head (sink).
+enum class AttentionSink { none, zero, learned };
+AttentionSink attention_sink_of(SoftmaxKind kind);
 
 // The attention softmax with its parameters resolved: plain (clipped = false, gamma = 0, zeta = 1)
 // or clipped with (gamma, zeta). Computed once from the config (resolve_softmax_clip) and passed
@@ -42,8 +54,9 @@ struct SoftmaxClip {
 
 // The config's choices resolved (docs/method.md, "Clipped softmax"): alpha > 0 overrides the kind
 // and gives gamma = -alpha / max_length, zeta = 1 (the repo's "alpha / T" form, with T the
-// configured sequence length); otherwise `kind` clipped uses (gamma, zeta), and vanilla is the
-// plain softmax whatever gamma and zeta say. Throws for alpha < 0, alpha > 0 with max_length <= 0,
+// configured sequence length); otherwise `kind` clipped uses (gamma, zeta), and vanilla, softmax1
+// and sink are the plain softmax (their sink column is attention_sink_of's business) whatever
+// gamma and zeta say. Throws for alpha < 0, alpha > 0 with max_length <= 0,
 // or a clipped (gamma, zeta) out of range.
 SoftmaxClip resolve_softmax_clip(SoftmaxKind kind, double gamma, double zeta, double alpha,
                                  int64_t max_length);

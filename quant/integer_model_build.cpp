@@ -431,6 +431,10 @@ struct Lowering {
   int attention(const std::string& path, const nn::AttentionOptions& a, int input,
                 bool context_after_gate) {
     const int64_t H = a.heads, dh = a.hidden / a.heads;
+    QT_CHECK(a.sink == nn::AttentionSink::none,
+             "integer model: {} uses a softmax with a sink column (softmax1 / sink), which the "
+             "integer engine does not implement yet (issue 15)",
+             path);
     const int pi = a.gate != nn::GateKind::none ? gate(path, a, input) : -1;
     const int q = linear(path + ".query", input);
     const int k = linear(path + ".key", input);

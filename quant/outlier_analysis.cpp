@@ -185,6 +185,8 @@ OutlierAnalysis::OutlierAnalysis(models::ModelPoints table, AnalysisOptions opti
     role.value = p.role == AnalysisRole::value;
   }
   probabilities_seen_.assign(static_cast<size_t>(layers), 0);
+  sink_sums_.assign(static_cast<size_t>(layers), std::vector<double>(table_.heads, 0.0));
+  sink_rows_.assign(static_cast<size_t>(layers), 0);
   values_seen_.assign(static_cast<size_t>(layers), 0);
   gates_.resize(static_cast<size_t>(layers));
   first_block_output_ = models::point_with_role(table_, 0, AnalysisRole::block_output).name;
@@ -350,6 +352,20 @@ void OutlierAnalysis::observe_probabilities(int64_t layer, const Tensor& x) {
   // The attention mass on each token set (the delimiters first).
   mechanism_.observe_probabilities(layer, x);
   ++probabilities_seen_[static_cast<size_t>(layer)];
+  {  // the sink's share of every query row: 1 - sum_j p_ij
+    const Tensor p = dense_f64(x);
+    const double* values = p.data<double>();
+    std::vector<double>& sums = sink_sums_[static_cast<size_t>(layer)];
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t i = 0; i < T; ++i) {
+          const double* row = values + ((b * H + h) * T + i) * T;
+          double total = 0;
+          for (int64_t j = 0; j < T; ++j) total += row[j];
+          sums[static_cast<size_t>(h)] += 1.0 - total;
+        }
+    sink_rows_[static_cast<size_t>(layer)] += B * T;
+  }
   if (layer == options_.attention_layer && attention_.probabilities.empty()) {
     const Tensor p = dense_f64(x);
     const double* values = p.data<double>();
@@ -453,6 +469,11 @@ AnalysisResult OutlierAnalysis::result() const {
   }
   r.mechanism = mechanism_.result();
   r.delimiter_attention = r.mechanism.token_sets.at(0).mass;
+  for (int64_t l = 0; l < table_.layers; ++l) {
+    std::vector<double> heads = sink_sums_[static_cast<size_t>(l)];
+    for (double& share : heads) share /= static_cast<double>(sink_rows_[static_cast<size_t>(l)]);
+    r.sink_attention.push_back(std::move(heads));
+  }
   const bool gated =
       std::any_of(gates_.begin(), gates_.end(), [](const GateSums& g) { return g.count > 0; });
   if (gated) {
@@ -532,6 +553,7 @@ nlohmann::json to_json(const AnalysisResult& r) {
   j["delimiter_ids"] = r.delimiter_ids;
   j["delimiter_names"] = r.delimiter_names;
   j["delimiter_attention"] = r.delimiter_attention;
+  j["sink_attention"] = r.sink_attention;
   nlohmann::json gates = nlohmann::json::array();
   for (const auto& layer : r.gates) {
     nlohmann::json heads = nlohmann::json::array();
@@ -598,6 +620,8 @@ AnalysisResult analysis_from_json(const nlohmann::json& j) {
     r.delimiter_ids = j.at("delimiter_ids").get<std::vector<int64_t>>();
     r.delimiter_names = j.at("delimiter_names").get<std::vector<std::string>>();
     r.delimiter_attention = j.at("delimiter_attention").get<std::vector<std::vector<double>>>();
+    if (j.contains("sink_attention"))
+      r.sink_attention = j.at("sink_attention").get<std::vector<std::vector<double>>>();
     for (const auto& layer : j.at("gates")) {
       std::vector<GateStatistics> heads;
       for (const auto& g : layer)

@@ -178,7 +178,11 @@ struct AnalysisResult {
   std::vector<int64_t> delimiter_ids;                    // text
   std::vector<std::string> delimiter_names;              // their strings (ViT: "[CLS]")
   std::vector<std::vector<double>> delimiter_attention;  // [layers][heads]
-  std::vector<std::vector<GateStatistics>> gates;        // [layers][heads]; empty: not gated
+  // [layers][heads]: the mean over queries of 1 - sum_j p_ij, the share of attention a softmax1 /
+  // sink head gives its sink column (~1e-8 rounding for the other softmaxes). Empty in analyses
+  // written before it existed.
+  std::vector<std::vector<double>> sink_attention;
+  std::vector<std::vector<GateStatistics>> gates;  // [layers][heads]; empty: not gated
   MechanismResult mechanism;  // per token set; delimiter_attention is its first set's mass
   Histogram histogram;
   AttentionMatrix attention;
@@ -243,6 +247,8 @@ class OutlierAnalysis : public nn::ActivationTaps {
   std::vector<OutlierCounts> outliers_;
   AttentionMechanism mechanism_;
   std::vector<int64_t> probabilities_seen_, values_seen_;  // [layers]: batches
+  std::vector<std::vector<double>> sink_sums_;             // [layers][heads]: sum of 1 - sum_j p
+  std::vector<int64_t> sink_rows_;                         // [layers]: query rows per head
   std::vector<GateSums> gates_;                            // [layers]
   std::vector<float> histogram_values_;
   AttentionMatrix attention_;

@@ -20,6 +20,7 @@ struct Variant {
   std::string family, gate = "none";
   bool clipped = false;
   int integer_head = -1;
+  std::string softmax = "";  // a softmax kind other than vanilla / clipped (e.g. "sink")
 };
 
 inline std::string variant_name(const Variant& v) {
@@ -43,6 +44,7 @@ inline Calibrated calibrated(const Variant& v, uint64_t seed = 7) {
     c.config.model.gamma = -0.03;
     c.config.model.zeta = 1.0;
   }
+  if (!v.softmax.empty()) c.config.model.softmax = qt::nn::parse_softmax_kind(v.softmax);
   c.model = qt::models::build_model(c.config.model, seed);
   c.data = std::make_shared<qt::models::RunData>(qt::models::load_run_data(c.config));
   qt::quant::QuantizationOptions options = qt::quant::paper_quantization_options(*c.model, 8);

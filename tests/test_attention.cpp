@@ -73,7 +73,20 @@ const std::vector<SoftmaxSetting> kSoftmaxes = {
     {"vanilla", SoftmaxKind::vanilla, 0.0, 1.0, 0.0},
     {"clipped(-0.1:1.05)", SoftmaxKind::clipped, -0.1, 1.05, 0.0},
     {"alpha=1.5/T=8", SoftmaxKind::vanilla, 0.0, 1.0, 1.5},  // gamma = -0.1875, zeta = 1
+    {"softmax1", SoftmaxKind::softmax1, 0.0, 1.0, 0.0},
+    {"sink", SoftmaxKind::sink, 0.0, 1.0, 0.0},
 };
+const SoftmaxSetting& kSink = kSoftmaxes[4];
+
+// Learned sink logits away from their 0 init (so that sink differs from softmax1): a_h = -1, 0.5,
+// 2, ... for head h.
+void set_sink_logits(nn::Attention& a) {
+  if (!a.sink.defined()) return;
+  std::vector<double> values;
+  for (int64_t h = 0; h < a.options.heads; ++h)
+    values.push_back(h == 0 ? -1.0 : 0.5 + 1.5 * (h - 1));
+  ops::copy_into(a.sink, ops::to(ops::from_vector(values, {a.options.heads}), a.sink.dtype()));
+}
 
 nn::AttentionOptions make_options(int64_t d, int64_t H, const SoftmaxSetting& s, GateKind gate,
                                   bool causal, float dropout, bool fused) {
@@ -81,6 +94,7 @@ nn::AttentionOptions make_options(int64_t d, int64_t H, const SoftmaxSetting& s,
   o.hidden = d;
   o.heads = H;
   o.softmax = nn::resolve_softmax_clip(s.kind, s.gamma, s.zeta, s.alpha, 8);
+  o.sink = nn::attention_sink_of(s.kind);
   o.gate = gate;
   o.gate_pi_init = 0.4;
   o.gate_mlp_hidden = gate == GateKind::mlp_per_head ? 3 : 0;
@@ -113,6 +127,7 @@ std::vector<Tensor> convert_to_f64(nn::Attention& a, double scale = 1.0) {
                       &g->output_bias, &g->logit})
       if (t->defined()) slots.push_back(t);
   }
+  if (a.sink.defined()) slots.push_back(&a.sink);
   std::vector<Tensor> leaves;
   for (Tensor* t : slots) {
     *t = ops::mul_scalar(ops::to(*t, DType::f64), scale);
@@ -166,6 +181,15 @@ std::vector<double> reference_attention(const nn::Attention& a, const Tensor& x,
         std::vector<double> p(L);
         double m = -INFINITY, total = 0;
         for (int64_t j = 0; j < L; ++j) m = std::max(m, s[j]);
+        // the sink column e^{a_h} in the denominator (softmax1: a_h = 0); an all-masked row then
+        // gives the sink everything
+        const bool has_sink = a.options.sink != nn::AttentionSink::none;
+        const double sink = a.options.sink == nn::AttentionSink::learned ? a.sink.at({h}) : 0.0;
+        if (has_sink) {
+          m = std::max(m, sink);
+          total = std::exp(sink - m);
+          any_visible = true;
+        }
         for (int64_t j = 0; j < L; ++j) total += any_visible ? std::exp(s[j] - m) : 1.0;
         for (int64_t j = 0; j < L; ++j) {
           p[j] = (any_visible ? std::exp(s[j] - m) : 1.0) / total;  // all masked: uniform (HF)
@@ -265,11 +289,76 @@ TEST_CASE("Attention: parameter names, shapes, init order and PyTorch default in
                       make_state(), rng2);
   CHECK(plain.named_parameters().size() == 8);
   CHECK(plain.gate == nullptr);
+  // The learned sink registers "sink" [H] (zeros: it starts as softmax1); softmax1 registers none.
+  nn::InitRng rng3{42, 0}, rng4{42, 0};
+  nn::Attention with_sink(make_options(16, 4, kSink, GateKind::linear_per_head, false, 0.0f, true),
+                          make_state(), rng3);
+  const auto named = with_sink.named_parameters();
+  REQUIRE(named.size() == 11);
+  CHECK(named.front().first == "sink");  // a module's own parameters come before its children's
+  CHECK(named.front().second.shape() == Shape{4});
+  for (double a : elements(named.front().second)) CHECK(a == 0.0);
+  CHECK(bit_identical(with_sink.query->weight, a.query->weight));  // no extra draws before it
+  nn::Attention off_by_one(make_options(16, 4, kSoftmaxes[3], GateKind::none, false, 0.0f, true),
+                           make_state(), rng4);
+  CHECK(off_by_one.named_parameters().size() == 8);
+}
+
+TEST_CASE("attention_core: a sink column takes the mass a head does not give its keys") {
+  // q = k = 0: every visible score is 0, so with a sink logit a each visible key gets
+  // 1 / (n + e^a) and the sink e^a / (n + e^a) (n = visible keys). An identity V reads P out.
+  const int64_t B = 1, L = 4, H = 2, d = H * L;
+  Tensor v = ops::zeros({B, L, d}, DType::f64);
+  for (int64_t j = 0; j < L; ++j)
+    for (int64_t h = 0; h < H; ++h) v.data<double>()[j * d + h * L + j] = 1.0;
+  const Tensor zero = ops::zeros({B, L, d}, DType::f64);
+  const std::vector<double> logits = {0.0, std::log(3.0)};  // softmax1, and e^a = 3
+  const Tensor sink = ops::from_vector(logits, {H});
+  // Causal, and key 0 padded: query 0 sees no key, so the sink takes all of its mass.
+  const Tensor mask = ops::from_vector(std::vector<uint8_t>{0, 1, 1, 1}, {B, L});
+  for (bool fused : {true, false}) {
+    CAPTURE(fused);
+    nn::AttentionCoreOptions o;
+    o.heads = H;
+    o.causal = true;
+    const Tensor c = fused ? nn::attention_core(zero, zero, v, Tensor(), mask, o, sink)
+                           : nn::attention_core_composed(zero, zero, v, Tensor(), mask, o, sink);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < L; ++i) {
+        const int visible = static_cast<int>(i);  // keys 1..i
+        for (int64_t j = 0; j < L; ++j) {
+          const double expected = (j >= 1 && j <= i) ? 1.0 / (visible + std::exp(logits[h])) : 0.0;
+          CAPTURE(h);
+          CAPTURE(i);
+          CAPTURE(j);
+          CHECK(c.at({0, i, h * L + j}) == doctest::Approx(expected).epsilon(1e-12));
+        }
+      }
+  }
+  // Bad sink logits name the problem.
+  nn::AttentionCoreOptions o;
+  o.heads = H;
+  CHECK_THROWS_WITH_AS(
+      nn::attention_core(zero, zero, v, Tensor(), Tensor(), o, ops::zeros({3}, DType::f64)),
+      doctest::Contains("sink logits must be [H] = [2], got [3]"), Error);
+  CHECK_THROWS_WITH_AS(nn::attention_core(zero, zero, v, Tensor(), Tensor(), o,
+                                          ops::from_vector(std::vector<double>{0.0, NAN}, {2})),
+                       doctest::Contains("sink logit of head 1 is nan"), Error);
+  o.softmax = nn::SoftmaxClip{true, -0.1, 1.0};
+  CHECK_THROWS_WITH_AS(nn::attention_core(zero, zero, v, Tensor(), Tensor(), o, sink),
+                       doctest::Contains("not the clipped one"), Error);
 }
 
 TEST_CASE("Attention: parse_softmax_kind / parse_gate_kind, errors name the unknown value") {
   CHECK(nn::parse_softmax_kind("vanilla") == SoftmaxKind::vanilla);
   CHECK(nn::parse_softmax_kind("clipped") == SoftmaxKind::clipped);
+  CHECK(nn::parse_softmax_kind("softmax1") == SoftmaxKind::softmax1);
+  CHECK(nn::parse_softmax_kind("sink") == SoftmaxKind::sink);
+  for (const std::string& name : nn::softmax_kind_names())
+    CHECK(nn::softmax_kind_name(nn::parse_softmax_kind(name)) == name);
+  CHECK(nn::attention_sink_of(SoftmaxKind::softmax1) == nn::AttentionSink::zero);
+  CHECK(nn::attention_sink_of(SoftmaxKind::sink) == nn::AttentionSink::learned);
+  CHECK(nn::attention_sink_of(SoftmaxKind::clipped) == nn::AttentionSink::none);
   for (GateKind kind : kGates) CHECK(nn::parse_gate_kind(gate_name(kind)) == kind);
   try {
     nn::parse_softmax_kind("clipped(-.025:1)");
@@ -333,6 +422,7 @@ TEST_CASE("Attention: forward equals a naive float64 reference (softmaxes, masks
             nn::Attention a(make_options(d, H, s, gate, causal, 0.3f, fused), make_state(), rng);
             a.eval();                // dropout off
             convert_to_f64(a, 3.0);  // sharper attention: more entries clipped
+            set_sink_logits(a);
             if (gate == GateKind::unconditional_per_head) {
               auto* g = static_cast<nn::AttentionGate*>(a.gate.get());
               g->logit = ops::from_vector(std::vector<double>{-1.0, 0.5, 2.0}, {3});
@@ -349,6 +439,7 @@ TEST_CASE("Attention: forward equals a naive float64 reference (softmaxes, masks
             nn::Attention a32(make_options(d, H, s, gate, causal, 0.3f, fused), make_state(),
                               rng32);
             a32.eval();
+            set_sink_logits(a32);
             const Tensor x32 = ops::to(x, DType::f32);
             CHECK(max_error(elements(a32.forward(x32, mask)),
                             reference_attention(a32, x32, flags)) < 2e-6);
@@ -461,6 +552,8 @@ TEST_CASE("Attention: fused equals composed, forward and every gradient, all var
                               rng_fused);
           nn::Attention composed(make_options(d, H, s, gate, causal, dropout, false), make_state(),
                                  rng_composed);
+          set_sink_logits(fused);
+          set_sink_logits(composed);
           const RunResult a = run(fused, x, pad ? mask : Tensor(), upstream);
           const RunResult b = run(composed, x, pad ? mask : Tensor(), upstream);
           double error = 0;
@@ -477,7 +570,7 @@ TEST_CASE("Attention: fused equals composed, forward and every gradient, all var
           }
           ++combinations;
         }
-  CHECK(combinations == 3 * 6 * 4 * 2);
+  CHECK(combinations == 5 * 6 * 4 * 2);
 }
 
 TEST_CASE("Attention: gradcheck (f64) of x and every parameter, composed and fused paths") {
@@ -486,15 +579,23 @@ TEST_CASE("Attention: gradcheck (f64) of x and every parameter, composed and fus
   const int64_t B = 2, L = 3, d = 4, H = 2;
   const std::vector<int64_t> flags = {1, 1, 1, 1, 0, 1};
   const Tensor mask = ops::from_vector(flags, {B, L});
-  for (GateKind gate : kGates)
+  // The sink softmax (learned logits, away from 0) with the same masks and dropout, ungated and
+  // with the per-head linear gate.
+  std::vector<std::pair<const SoftmaxSetting*, GateKind>> cases;
+  for (GateKind gate : kGates) cases.push_back({&kSoftmaxes[1], gate});
+  cases.push_back({&kSink, GateKind::none});
+  cases.push_back({&kSink, GateKind::linear_per_head});
+  for (const auto& [softmax, gate] : cases)
     for (bool fused : {false, true}) {
+      CAPTURE(softmax->name);
       CAPTURE(gate_name(gate));
       CAPTURE(fused);
       nn::InitRng rng{13, 0};
-      auto opts = make_options(d, H, kSoftmaxes[1], gate, true, 0.3f, fused);
+      auto opts = make_options(d, H, *softmax, gate, true, 0.3f, fused);
       opts.gate_mlp_hidden = gate == GateKind::mlp_per_head ? 2 : 0;
       nn::Attention a(opts, make_state(), rng);
       std::vector<Tensor> params = convert_to_f64(a, 2.0);
+      set_sink_logits(a);
       Tensor x = random_tensor({B, L, d}, DType::f64, 14);
       x.set_requires_grad(true);
       std::vector<Tensor> inputs = {x};
@@ -550,13 +651,19 @@ TEST_CASE("Attention: fused forward and backward are bit-identical with 1 and 2 
   const Tensor upstream = random_tensor({B, L, d}, DType::f32, 61);
   const std::vector<uint8_t> flags(B * L, 1);
   const int saved = num_threads();
-  for (GateKind gate : {GateKind::none, GateKind::linear_per_head, GateKind::mlp_per_head}) {
+  for (const auto& [softmax, gate] : std::vector<std::pair<const SoftmaxSetting*, GateKind>>{
+           {&kSoftmaxes[1], GateKind::none},
+           {&kSoftmaxes[1], GateKind::linear_per_head},
+           {&kSoftmaxes[1], GateKind::mlp_per_head},
+           {&kSink, GateKind::none}}) {
+    CAPTURE(softmax->name);
     CAPTURE(gate_name(gate));
     std::vector<RunResult> results;
     for (int threads : {1, 2}) {
       set_num_threads(threads);
       nn::InitRng rng{9, 0};
-      nn::Attention a(make_options(d, H, kSoftmaxes[1], gate, true, 0.1f, true), make_state(), rng);
+      nn::Attention a(make_options(d, H, *softmax, gate, true, 0.1f, true), make_state(), rng);
+      set_sink_logits(a);
       results.push_back(run(a, x, Tensor(), upstream));
     }
     CHECK(bit_identical(results[0].output, results[1].output));

@@ -556,6 +556,50 @@ TEST_CASE("test_outlier_analysis: gate statistics per head equal the recorded ga
   }
 }
 
+TEST_CASE("test_outlier_analysis: the sink's share of attention, against its closed form") {
+  // Query and key projections zeroed: every score is 0, so with sink logit a each of the T keys
+  // gets 1 / (T + e^a) and the sink e^a / (T + e^a), in every row (no padding, not causal).
+  OneThread one_thread;
+  auto config = tiny("bert");
+  config.softmax = qt::nn::SoftmaxKind::sink;
+  auto model = qt::models::build_model(config, 15);
+  model->eval();
+  int sinks = 0;
+  for (const auto& [name, parameter] : model->named_parameters()) {
+    const auto ends_with = [&](const std::string& tail) {
+      return name.size() >= tail.size() &&
+             name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+    };
+    if (ends_with("query.weight") || ends_with("query.bias") || ends_with("key.weight") ||
+        ends_with("key.bias"))
+      qt::ops::copy_into(parameter, qt::ops::zeros(parameter.shape()));
+    if (ends_with(".sink")) {
+      qt::ops::copy_into(parameter,
+                         qt::ops::from_vector(std::vector<float>{-1.0f, 2.0f + sinks}, {2}));
+      ++sinks;
+    }
+  }
+  REQUIRE(sinks == 2);
+  const std::vector<qt::models::Batch> batches = {
+      text_batch(qt::test::random_ids({2, 12}, 0, 63, 32))};
+  const Observed o = observe(*model, batches, options_for(config));
+  REQUIRE(o.result.sink_attention.size() == 2);
+  for (int64_t l = 0; l < 2; ++l)
+    for (int64_t h = 0; h < 2; ++h) {
+      const double a = h == 0 ? -1.0 : 2.0 + static_cast<double>(l);
+      CAPTURE(l);
+      CAPTURE(h);
+      CHECK(o.result.sink_attention[l][h] ==
+            doctest::Approx(std::exp(a) / (12.0 + std::exp(a))).epsilon(1e-6));
+    }
+  // A vanilla model gives its sink column nothing (up to float rounding).
+  auto vanilla = qt::models::build_model(tiny("bert"), 15);
+  vanilla->eval();
+  const Observed v = observe(*vanilla, batches, options_for(tiny("bert")));
+  for (const auto& layer : v.result.sink_attention)
+    for (double share : layer) CHECK(std::fabs(share) < 1e-6);
+}
+
 TEST_CASE("test_outlier_analysis: JSON round trip and thread independence") {
   const auto config = tiny("bert", "linear");
   auto model = qt::models::build_model(config, 13);
@@ -590,6 +634,10 @@ TEST_CASE("test_outlier_analysis: JSON round trip and thread independence") {
   CHECK(json["mechanism"]["token_sets"][0]["name"] == "delimiters");
   CHECK(json["outliers"][0]["on_token_sets"].contains("delimiters"));
   CHECK(back.mechanism.token_sets[0].mass == results[0].mechanism.token_sets[0].mass);
+  CHECK(back.sink_attention == results[0].sink_attention);
+  nlohmann::json without_sink = json;
+  without_sink.erase("sink_attention");  // analyses written before it existed
+  CHECK(qt::quant::analysis_from_json(without_sink).sink_attention.empty());
   // A version-1 file (before the mechanism) reads with an empty mechanism.
   nlohmann::json old = json;
   old["version"] = 1;

@@ -86,7 +86,10 @@ TEST_CASE("test_pretrain_command: bad input gives an error that names it") {
   for (const Case& c : std::vector<Case>{
            {"pretrain --set model.hiden=64 --run-dir " + dir, "model.hiden"},
            {"pretrain --set model.hidden=abc --run-dir " + dir, "model.hidden"},
-           {"pretrain --attn softmax1 --run-dir " + dir, "model.softmax"},
+           {"pretrain --attn softmax2 --run-dir " + dir, "model.softmax"},
+           // A sink column does not go with gamma / zeta or alpha.
+           {"pretrain --attn sink --gamma -0.1 --run-dir " + dir, "--attn sink"},
+           {"pretrain --attn softmax1 --alpha 4 --run-dir " + dir, "model.softmax = softmax1"},
            {"pretrain --model bert-huge --run-dir " + dir, "bert-huge"},
            {"pretrain --config /nonexistent/config.json --run-dir " + dir,
             "/nonexistent/config.json"},

@@ -105,10 +105,11 @@ nn::AttentionOptions attention_options(const SafeTensors& fixture, bool fused) {
   nn::AttentionOptions o;
   o.hidden = std::stoll(meta(fixture, "hidden"));
   o.heads = std::stoll(meta(fixture, "heads"));
+  const nn::SoftmaxKind softmax = nn::parse_softmax_kind(meta(fixture, "softmax"));
   o.softmax = nn::resolve_softmax_clip(
-      nn::parse_softmax_kind(meta(fixture, "softmax")), std::stod(meta(fixture, "gamma")),
-      std::stod(meta(fixture, "zeta")), std::stod(meta(fixture, "alpha")),
-      std::stoll(meta(fixture, "max_length")));
+      softmax, std::stod(meta(fixture, "gamma")), std::stod(meta(fixture, "zeta")),
+      std::stod(meta(fixture, "alpha")), std::stoll(meta(fixture, "max_length")));
+  o.sink = nn::attention_sink_of(softmax);
   o.gate = gate_kind(meta(fixture, "gate"));
   o.gate_pi_init = std::stod(meta(fixture, "gate_pi_init"));
   o.gate_mlp_hidden = std::stoll(meta(fixture, "gate_mlp_hidden"));
@@ -158,6 +159,9 @@ const std::vector<std::string> kAttentionFixtures = {
     "attention_causal",
     "attention_padding",
     "attention_combined",
+    "attention_softmax1",
+    "attention_sink",
+    "attention_sink_causal_padding",
 };
 
 const std::vector<std::string> kBlockFixtures = {

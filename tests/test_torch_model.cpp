@@ -86,6 +86,9 @@ std::vector<Variant> variants() {
          "--set model.softmax=clipped --set model.gamma=" + gamma + " --set model.zeta=1.05 ",
          "value.weight", true});
     out.push_back({family + "-alpha", preset, "--set model.alpha=1 ", "value.weight", true});
+    // Beyond the paper (docs/method.md §9): the sink column, fixed at 0 or learned per head.
+    out.push_back({family + "-softmax1", preset, "--set model.softmax=softmax1 ", "value.weight"});
+    out.push_back({family + "-sink", preset, "--set model.softmax=sink ", "sink"});
     out.push_back({family + "-gate-linear", preset,
                    "--set model.gate=linear --set model.gate_pi_init=0.25 ", "gate.bias"});
     // OPT's MLP gate is square (n_hid = d_h = 16, the repo's --attn_gate_mlp2): a transposed

@@ -183,6 +183,20 @@ void print_table(const qt::quant::AnalysisResult& r, const std::string& checkpoi
     for (double m : r.delimiter_attention[l]) row += fmt::format(" {:6.3f}", m);
     std::printf("  layer %zu:%s\n", l, row.c_str());
   }
+  // The sink's share: printed for softmax1 / sink models (elsewhere it is rounding, ~1e-8).
+  double largest_sink_share = 0;
+  for (const auto& layer : r.sink_attention)
+    for (double share : layer) largest_sink_share = std::max(largest_sink_share, share);
+  if (largest_sink_share > 1e-4) {
+    std::printf(
+        "\n  attention mass on the sink column (1 - sum of the row), mean over queries, "
+        "per head:\n");
+    for (size_t l = 0; l < r.sink_attention.size(); ++l) {
+      std::string row;
+      for (double m : r.sink_attention[l]) row += fmt::format(" {:6.3f}", m);
+      std::printf("  layer %zu:%s\n", l, row.c_str());
+    }
+  }
   print_mechanism(r.mechanism);
   if (!r.gates.empty()) {
     std::printf("\n  gate probability per head (mean [min, max]):\n");

@@ -3,7 +3,7 @@
 
 Run with the system Python that has torch 1.13 (never at test time; the files are checked in):
 
-    /usr/bin/python3 tools/make_fixtures.py [output_dir]        (default: tests/data)
+    /usr/bin/python3 tools/make_fixtures.py [output_dir [fixture ...]]   (default: tests/data, all)
 
 Every fixture is one small safetensors file holding the inputs, the weights, the outputs and the
 gradients of one module, computed by a PyTorch re-statement of the reference code:
@@ -209,6 +209,8 @@ class ReferenceAttention(nn.Module):
             )
         else:
             assert gate == "none", gate
+        if options.get("softmax") == "sink":  # gpt-oss `sinks`: one learned logit per head
+            self.sink = nn.Parameter(torch.zeros(HEADS))
 
     def softmax(self, scores):
         o = self.o
@@ -216,6 +218,13 @@ class ReferenceAttention(nn.Module):
             return clipped_softmax(scores, -o["alpha"] / o["max_length"], 1.0)
         if o.get("softmax", "vanilla") == "clipped":
             return clipped_softmax(scores, o["gamma"], o["zeta"])
+        if o.get("softmax", "vanilla") in ("softmax1", "sink"):
+            # gpt-oss eager_attention_forward: softmax over [scores, sink] with the sink column
+            # dropped; softmax1 (Miller 2023) is the sink fixed at 0.
+            B, H, T, _ = scores.shape
+            sink = self.sink if o["softmax"] == "sink" else torch.zeros(H, dtype=scores.dtype)
+            combined = torch.cat([scores, sink.view(1, H, 1, 1).expand(B, H, T, 1)], dim=-1)
+            return F.softmax(combined, dim=-1)[..., :-1]
         return F.softmax(scores, dim=-1)
 
     def split_heads(self, x):  # [B, T, d] -> [B, H, T, d_h]
@@ -296,6 +305,8 @@ def attention_parameters_in_qtlab_layout(module, prefix="", grads=False):
             out.append((prefix + "gate.hidden_bias", torch.stack([pick(m[0].bias, grads) for m in module.alpha])))
             out.append((prefix + "gate.output_weight", torch.stack([pick(m[2].weight, grads)[0] for m in module.alpha])))
             out.append((prefix + "gate.output_bias", torch.stack([pick(m[2].bias, grads)[0] for m in module.alpha])))
+        if module.o.get("softmax") == "sink":
+            out.append((prefix + "sink", pick(module.sink, grads)))
         return [(k, v.detach().clone()) for k, v in out]
 
     return collect(grads)
@@ -332,6 +343,8 @@ def attention_fixture(seed, options, mask=False, require_low_clip=False, require
             module.query.weight.mul_(3.0)
             if options.get("gate") == "unconditional_per_head":  # not the all-zero init
                 module.alpha.copy_(f32_randn(g, HEADS))
+            if options.get("softmax") == "sink":  # not the all-zero init (= softmax1)
+                module.sink.copy_(f32_randn(g, HEADS, scale=1.5))
         x = f32_randn(g, BATCH, TOKENS, HIDDEN, scale=1.5)
         key_padding_mask = None
         if mask:
@@ -425,6 +438,10 @@ ATTENTION_FIXTURES = {
         True,
         False,
     ),
+    # No-op mechanisms beyond the paper (issue 15): softmax1 and the learned sink logit.
+    "attention_softmax1": (1013, {"softmax": "softmax1"}, False, False, False),
+    "attention_sink": (1014, {"softmax": "sink"}, False, False, False),
+    "attention_sink_causal_padding": (1015, {"softmax": "sink", "causal": True}, True, False, False),
 }
 
 
@@ -628,7 +645,13 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     torch.set_num_threads(1)
     total = 0
+    only = set(sys.argv[2:])  # fixture names to (re)write; all of them when none is given
+    unknown = only - set(all_fixtures())
+    if unknown:
+        sys.exit("make_fixtures.py: unknown fixture(s): %s" % ", ".join(sorted(unknown)))
     for name, build in all_fixtures().items():
+        if only and name not in only:
+            continue
         tensors, meta = build()
         meta = dict(meta)
         meta["generator"] = GENERATOR

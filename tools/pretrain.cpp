@@ -146,7 +146,7 @@ void add_pretrain_command(CLI::App& app) {
   cmd->add_option("--set", arguments->assignments, "key=value, repeatable (see --list-keys)")
       ->allow_extra_args(false);
   cmd->add_option("--attn", arguments->attention,
-                  fmt::format("softmax: {}", fmt::join(qt::nn::softmax_kind_names(), " or ")));
+                  fmt::format("softmax: {}", fmt::join(qt::nn::softmax_kind_names(), ", ")));
   cmd->add_option("--gamma", arguments->gamma, "clipped softmax gamma (<= 0)");
   cmd->add_option("--zeta", arguments->zeta, "clipped softmax zeta (>= 1)");
   cmd->add_option("--alpha", arguments->alpha, "clipped softmax with gamma = -alpha / T");

@@ -50,6 +50,7 @@ The architectures (docs/method.md §3; the same equations as qtlab's models/ and
       S = Q K^T / sqrt(d_h)   (OPT scales Q by d_h^-1/2 first, and adds dtype-min above the
                                diagonal: the causal mask)
       P = softmax(S)                                         model.softmax = vanilla
+        = e^S / (e^a + sum e^S)                              model.softmax = softmax1 (a = 0) / sink (a learned)
         = clip((zeta - gamma) softmax(S) + gamma, 0, 1)      model.softmax = clipped (gamma, zeta)
           with gamma = -alpha / L, zeta = 1 when model.alpha > 0 (overrides model.softmax; L = the
           configured model.max_length, ViT: patches + 1, not the batch length)
@@ -112,7 +113,7 @@ MODEL_KEYS = {  # key: (default, choices or None)
     "hidden_dropout": (0.1, None),       # dropout: unused in eval mode
     "attention_dropout": (0.1, None),
     "init_std": (0.02, None),            # init: unused, every weight is loaded
-    "softmax": ("vanilla", ("vanilla", "clipped")),
+    "softmax": ("vanilla", ("vanilla", "clipped", "softmax1", "sink")),
     "gamma": (0.0, None),
     "zeta": (1.0, None),
     "alpha": (0.0, None),
@@ -170,6 +171,9 @@ class ModelSpec:
             if self.gate_mlp_hidden < 1:
                 raise QtlabModelError("%s: model.gate = mlp with d_head = %d < 4 needs model.gate_mlp_hidden > 0"
                                       % (where, self.head_dim))
+        if self.alpha > 0 and self.softmax in ("softmax1", "sink"):
+            raise QtlabModelError("%s: model.alpha = %g makes the softmax clipped, which does not go with "
+                                  "model.softmax = %s" % (where, self.alpha, self.softmax))
         if self.softmax == "clipped" and self.alpha <= 0 and not (self.gamma <= 0 and self.zeta >= 1):
             raise QtlabModelError("%s: model.gamma = %g, model.zeta = %g (the clipped softmax needs gamma <= 0, "
                                   "zeta >= 1)" % (where, self.gamma, self.zeta))
@@ -188,7 +192,9 @@ class ModelSpec:
 
     def describe(self):
         clip = self.clip_range()
-        if clip is None:
+        if self.softmax in ("softmax1", "sink"):
+            softmax = "softmax1" if self.softmax == "softmax1" else "learned sink logit softmax"
+        elif clip is None:
             softmax = "vanilla softmax"
         elif self.alpha > 0:
             softmax = "clipped softmax (alpha %g: gamma %.6g, zeta 1)" % (self.alpha, clip[0])
@@ -254,6 +260,8 @@ class Attention(nn.Module):
             self.alpha = nn.Parameter(torch.zeros(H))
         else:
             assert spec.gate == "none", spec.gate
+        if spec.softmax == "sink":  # gpt-oss `sinks`: a learned logit per head, 0 at init
+            self.sink = nn.Parameter(torch.zeros(H))
         self.last_probabilities = None  # P of the last forward (clip statistics)
         self.last_gate = None           # pi [B, H, T, 1] of the last forward
 
@@ -285,7 +293,14 @@ class Attention(nn.Module):
         if self.causal:
             above = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
             scores = scores.masked_fill(above, torch.finfo(scores.dtype).min)
-        p = F.softmax(scores, dim=-1)
+        if self.spec.softmax in ("softmax1", "sink"):
+            # softmax over [scores, a_h] with the sink column dropped (softmax1: a_h = 0)
+            H = self.spec.heads
+            sink = self.sink if self.spec.softmax == "sink" else torch.zeros(H, dtype=scores.dtype)
+            column = sink.to(scores.dtype).view(1, H, 1, 1).expand(B, H, T, 1)
+            p = F.softmax(torch.cat([scores, column], dim=-1), dim=-1)[..., :-1]
+        else:
+            p = F.softmax(scores, dim=-1)
         clip = self.spec.clip_range()
         if clip is not None:
             gamma, zeta = clip
@@ -352,6 +367,8 @@ def block_names(block, prefix):
     for name in ("query", "key", "value", "output"):
         out += weight_bias(prefix + "attention." + name, getattr(a, name))
     out += a.gate_names(prefix + "attention.gate.")
+    if a.spec.softmax == "sink":
+        out.append((prefix + "attention.sink", a.sink))
     for name in ("attention_layer_norm", "ffn_in", "ffn_out", "output_layer_norm"):
         out += weight_bias(prefix + name, getattr(block, name))
     return out
