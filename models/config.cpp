@@ -154,6 +154,10 @@ const std::vector<Field>& fields() {
                  10.0),
       real_field("model.alpha", "if > 0: gamma = -alpha / max_length, zeta = 1 (clipped)",
                  FIELD_ACCESS(double, model.alpha), 0.0, 1e6),
+      bool_field("model.alpha_per_row",
+                 "with model.alpha: gamma = -alpha / (keys the query row sees), the per-row "
+                 "clipped softmax (NCS; method.md §9.2)",
+                 FIELD_ACCESS(bool, model.alpha_per_row)),
       enum_field("model.gate", "gated attention variant", FIELD_ACCESS(nn::GateKind, model.gate),
                  nn::gate_kind_names(), nn::parse_gate_kind, nn::gate_kind_name),
       real_field("model.gate_pi_init", "initial gate probability (bias = logit(pi))",
@@ -451,6 +455,11 @@ void validate(const RunConfig& c) {
              "config: model.alpha = {} (--alpha) makes the softmax clipped, which does not go "
              "with model.softmax = {}",
              m.alpha, nn::softmax_kind_name(m.softmax));
+  if (m.alpha_per_row)
+    QT_CHECK(m.alpha > 0,
+             "config: model.alpha_per_row = true needs model.alpha > 0 (gamma = -alpha / T_row), "
+             "got model.alpha = {}",
+             m.alpha);
   if (m.gate == nn::GateKind::none)
     QT_CHECK(m.gate_pi_init == ModelConfig{}.gate_pi_init && m.gate_mlp_hidden == 0,
              "config: model.gate_pi_init = {} / model.gate_mlp_hidden = {} (--pi-init) have no "

@@ -41,9 +41,10 @@ struct ModelConfig {
   double init_std = 0.02;  // N(0, init_std^2) for embeddings, FFN and output projections
   // Attention (method.md §1, §2)
   nn::SoftmaxKind softmax = nn::SoftmaxKind::vanilla;
-  double gamma = 0.0;  // clipped softmax: gamma <= 0
-  double zeta = 1.0;   // clipped softmax: zeta >= 1
-  double alpha = 0.0;  // > 0: gamma = -alpha / max_length, zeta = 1 (overrides softmax)
+  double gamma = 0.0;          // clipped softmax: gamma <= 0
+  double zeta = 1.0;           // clipped softmax: zeta >= 1
+  double alpha = 0.0;          // > 0: gamma = -alpha / max_length, zeta = 1 (overrides softmax)
+  bool alpha_per_row = false;  // with alpha > 0: gamma = -alpha / (keys the row sees) (NCS)
   nn::GateKind gate = nn::GateKind::none;  // nn::gate_kind_table() lists the names
   double gate_pi_init = 0.5;
   int64_t gate_mlp_hidden = 0;  // 0: d_head / 4 (the paper repo's choice)

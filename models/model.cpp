@@ -109,8 +109,8 @@ nn::BlockOptions block_options(const ModelConfig& config, int64_t layer) {
       config.family == Family::vit
           ? (config.image_size / config.patch_size) * (config.image_size / config.patch_size) + 1
           : config.max_length;
-  attention.softmax =
-      nn::resolve_softmax_clip(config.softmax, config.gamma, config.zeta, config.alpha, length);
+  attention.softmax = nn::resolve_softmax_clip(config.softmax, config.gamma, config.zeta,
+                                               config.alpha, length, config.alpha_per_row);
   attention.sink = nn::attention_sink_of(config.softmax);
   attention.gate = config.gate;
   attention.gate_pi_init = config.gate_pi_init;

@@ -73,6 +73,10 @@ void validate_gate_mask_options(const Tensor& reference, const Tensor& gate,
                                 const AttentionCoreOptions& options, const char* op,
                                 Validated& out) {
   if (options.softmax.clipped) check_clip_range(options.softmax.gamma, options.softmax.zeta, op);
+  QT_CHECK(!options.softmax.per_row || (options.softmax.clipped && options.softmax.alpha > 0 &&
+                                        std::isfinite(options.softmax.alpha)),
+           "{}: a per-row clip needs the clipped softmax with alpha > 0, got alpha = {}", op,
+           options.softmax.alpha);
   QT_CHECK(options.dropout >= 0.0f && options.dropout < 1.0f,
            "{}: dropout probability {} is outside [0, 1)", op, options.dropout);
   if (gate.defined()) {
@@ -166,17 +170,39 @@ inline T clipped_value(T p, T clip_scale, T gamma, bool clipped) {
   return s < T(0) ? T(0) : (s > T(1) ? T(1) : s);
 }
 
-// Forward, one (b, h) block of n = T * T probabilities: Y~ = dropout(clip(P)) into y, and the
-// dropped entries of P marked by their sign. `first_index` is the flat index of the block's first
-// element in [B, H, T, T] (the dropout counter); `keep` is n bytes of scratch for the mask, drawn
-// by nn::dropout_keep_mask (the vectorized form of nn::dropout_keep).
+// The clip of row i of a block whose keys have the flags `ok` (nn::row_clip): with a per-row gamma
+// it depends on how many keys the row sees.
 template <typename T>
-void dropped_clipped_block(T* p, T* y, int64_t n, const AttentionCoreOptions& options,
-                           uint64_t first_index, uint8_t* keep) {
-  const T clip_scale = static_cast<T>(options.softmax.zeta - options.softmax.gamma);
-  const T gamma = static_cast<T>(options.softmax.gamma);
-  for (int64_t j = 0; j < n; ++j)
-    y[j] = clipped_value(p[j], clip_scale, gamma, options.softmax.clipped);
+struct TypedRowClip {
+  T scale, gamma;
+};
+template <typename T>
+TypedRowClip<T> clip_of_row(const AttentionCoreOptions& options, const uint8_t* ok, int64_t i,
+                            int64_t L) {
+  int64_t visible_keys = L;
+  if (options.softmax.per_row) {
+    visible_keys = 0;
+    for (int64_t j = 0; j < L; ++j) visible_keys += visible(ok, options.causal, i, j) ? 1 : 0;
+  }
+  const RowClip c = row_clip(options.softmax, visible_keys, L);
+  return {static_cast<T>(c.scale), static_cast<T>(c.gamma)};
+}
+
+// Forward, one (b, h) block of L x L probabilities: Y~ = dropout(clip(P)) into y, and the
+// dropped entries of P marked by their sign. `ok` are the batch entry's key flags (for per-row
+// clips); `first_index` is the flat index of the block's first element in [B, H, T, T] (the
+// dropout counter); `keep` is L * L bytes of scratch for the mask, drawn by
+// nn::dropout_keep_mask (the vectorized form of nn::dropout_keep).
+template <typename T>
+void dropped_clipped_block(T* p, T* y, int64_t L, const uint8_t* ok,
+                           const AttentionCoreOptions& options, uint64_t first_index,
+                           uint8_t* keep) {
+  const int64_t n = L * L;
+  for (int64_t i = 0; i < L; ++i) {
+    const TypedRowClip<T> c = clip_of_row<T>(options, ok, i, L);
+    for (int64_t j = i * L; j < (i + 1) * L; ++j)
+      y[j] = clipped_value(p[j], c.scale, c.gamma, options.softmax.clipped);
+  }
   if (options.dropout > 0.0f) {
     dropout_keep_mask(options.dropout_seed, options.dropout_stream, first_index, n, options.dropout,
                       keep);
@@ -189,18 +215,19 @@ void dropped_clipped_block(T* p, T* y, int64_t n, const AttentionCoreOptions& op
   }
 }
 
-// Backward, one row: Y~ again, from the stored (sign-marked) P.
+// Backward, one L x L block: Y~ again, from the stored (sign-marked) P.
 template <typename T>
-void dropped_clipped_row_from_stored(const T* stored, T* y, int64_t n,
-                                     const AttentionCoreOptions& options) {
-  const T clip_scale = static_cast<T>(options.softmax.zeta - options.softmax.gamma);
-  const T gamma = static_cast<T>(options.softmax.gamma);
+void dropped_clipped_block_from_stored(const T* stored, T* y, int64_t L, const uint8_t* ok,
+                                       const AttentionCoreOptions& options) {
   const T keep_scale = static_cast<T>(1.0 / (1.0 - static_cast<double>(options.dropout)));
   const bool dropout = options.dropout > 0.0f;
-  for (int64_t j = 0; j < n; ++j) {
-    const T value =
-        clipped_value(probability(stored[j]), clip_scale, gamma, options.softmax.clipped);
-    y[j] = !dropout ? value : (kept(stored[j]) ? value * keep_scale : T(0));
+  for (int64_t i = 0; i < L; ++i) {
+    const TypedRowClip<T> c = clip_of_row<T>(options, ok, i, L);
+    for (int64_t j = i * L; j < (i + 1) * L; ++j) {
+      const T value =
+          clipped_value(probability(stored[j]), c.scale, c.gamma, options.softmax.clipped);
+      y[j] = !dropout ? value : (kept(stored[j]) ? value * keep_scale : T(0));
+    }
   }
 }
 
@@ -284,7 +311,8 @@ void fused_forward(const CoreOperands<T>& in, const AttentionCoreOptions& option
       const size_t thread = static_cast<size_t>(omp_get_thread_num());
       T* w = scratch.data() + thread * L * L;
       uint8_t* keep = keep_scratch.empty() ? nullptr : keep_scratch.data() + thread * L * L;
-      dropped_clipped_block(p, w, L * L, options, static_cast<uint64_t>(bh * L * L), keep);
+      dropped_clipped_block(p, w, L, key_ok + b * L, options, static_cast<uint64_t>(bh * L * L),
+                            keep);
       y = w;
     }
     // O_h = Y~ V_h, written into columns [h*dh, (h+1)*dh) of the [B, T, d] output
@@ -334,8 +362,6 @@ void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& optio
   T* dv = out.dv;
   T* dpi = out.dpi;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
-  const T clip_scale = static_cast<T>(options.softmax.zeta - options.softmax.gamma);
-  const T gamma = static_cast<T>(options.softmax.gamma);
   const T keep_scale = static_cast<T>(1.0 / (1.0 - static_cast<double>(options.dropout)));
   const bool masked = options.causal || in.has_padding;
   const uint8_t* key_ok = in.key_ok;
@@ -382,7 +408,7 @@ void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& optio
     if (need_v) {
       const T* y = p;
       if (transform) {
-        dropped_clipped_row_from_stored(p, block, L * L, options);
+        dropped_clipped_block_from_stored(p, block, L, key_ok + b * L, options);
         y = block;
       }
       gemm(Trans::yes, Trans::no, L, dh, L, T(1), y, L, d_o, ld_do, T(0), dv + grad_offset,
@@ -400,9 +426,10 @@ void fused_backward(const CoreOperands<T>& in, const AttentionCoreOptions& optio
       if (options.dropout > 0.0f)
         for (int64_t j = 0; j < L; ++j) row[j] = kept(stored_row[j]) ? row[j] * keep_scale : T(0);
       if (options.softmax.clipped) {
+        const TypedRowClip<T> c = clip_of_row<T>(options, key_ok + b * L, i, L);
         for (int64_t j = 0; j < L; ++j) {
-          const T s = clip_stretch(probability(stored_row[j]), clip_scale, gamma);
-          row[j] = (s >= T(0) && s <= T(1)) ? clip_scale * row[j] : T(0);
+          const T s = clip_stretch(probability(stored_row[j]), c.scale, c.gamma);
+          row[j] = (s >= T(0) && s <= T(1)) ? c.scale * row[j] : T(0);
         }
       }
       // dS_j = p_j (g^_j - sum_i g^_i p_i)
@@ -797,9 +824,25 @@ Tensor attention_core_composed(const Tensor& q, const Tensor& k, const Tensor& v
     const Tensor column = expand(reshape(sink, {1, H, 1, 1}), {B, H, L, 1});
     probs = narrow(softmax(cat({scores, column}, -1), -1), -1, 0, L);
   } else {
-    probs = options.softmax.clipped
+    probs = options.softmax.clipped && !options.softmax.per_row
                 ? clipped_softmax(scores, options.softmax.gamma, options.softmax.zeta, -1)
                 : softmax(scores, -1);
+    if (options.softmax.per_row) {
+      // clip((1 - gamma_i) p + gamma_i, 0, 1) with gamma_i = -alpha / n_i per (b, i): [B, 1, T, 1]
+      std::vector<double> scale(B * L), shift(B * L);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < L; ++i) {
+          int64_t visible_keys = 0;
+          for (int64_t j = 0; j < L; ++j)
+            visible_keys += visible(in.key_ok.data() + b * L, options.causal, i, j) ? 1 : 0;
+          const RowClip c = row_clip(options.softmax, visible_keys, L);
+          scale[b * L + i] = c.scale;
+          shift[b * L + i] = c.gamma;
+        }
+      const Tensor scale_t = ops::to(ops::from_vector(scale, {B, 1, L, 1}), q.dtype());
+      const Tensor shift_t = ops::to(ops::from_vector(shift, {B, 1, L, 1}), q.dtype());
+      probs = clamp(add(mul(probs, scale_t), shift_t), 0.0, 1.0);
+    }
   }
   probs = tap_point("probabilities", probs);  // before dropout
   if (options.dropout > 0.0f)

@@ -97,7 +97,16 @@ AttentionSink attention_sink_of(SoftmaxKind kind) {
 }
 
 SoftmaxClip resolve_softmax_clip(SoftmaxKind kind, double gamma, double zeta, double alpha,
-                                 int64_t max_length) {
+                                 int64_t max_length, bool per_row) {
+  QT_CHECK(!per_row || alpha > 0.0,
+           "attention softmax: the per-row gamma -alpha / T_row needs alpha > 0, got alpha = {}",
+           alpha);
+  if (per_row) {
+    SoftmaxClip clip{true, -alpha / static_cast<double>(max_length > 0 ? max_length : 1), 1.0};
+    clip.per_row = true;
+    clip.alpha = alpha;
+    return clip;
+  }
   if (alpha != 0.0) {
     QT_CHECK(alpha > 0.0 && max_length > 0,
              "attention softmax: alpha = {} with max_length = {} (alpha must be > 0 and "

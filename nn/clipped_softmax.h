@@ -50,7 +50,22 @@ struct SoftmaxClip {
   bool clipped = false;
   double gamma = 0.0;  // <= 0
   double zeta = 1.0;   // >= 1
+  // Per-row gamma (NCS, Liao & Monz 2024): clipped with gamma_i = -alpha / n_i and zeta = 1, n_i
+  // the number of keys query row i sees (causal rows see fewer; a row that sees none is uniform
+  // over all T keys and uses n_i = T). `gamma` / `zeta` above are then unused.
+  bool per_row = false;
+  double alpha = 0.0;
 };
+
+// The (stretch scale zeta - gamma, gamma) of a row that sees `visible` of its `length` keys.
+struct RowClip {
+  double scale, gamma;
+};
+inline RowClip row_clip(const SoftmaxClip& clip, int64_t visible, int64_t length) {
+  if (!clip.per_row) return {clip.zeta - clip.gamma, clip.gamma};
+  const double gamma = -clip.alpha / static_cast<double>(visible > 0 ? visible : length);
+  return {1.0 - gamma, gamma};
+}
 
 // The config's choices resolved (docs/method.md, "Clipped softmax"): alpha > 0 overrides the kind
 // and gives gamma = -alpha / max_length, zeta = 1 (the repo's "alpha / T" form, with T the
@@ -58,8 +73,10 @@ struct SoftmaxClip {
 // and sink are the plain softmax (their sink column is attention_sink_of's business) whatever
 // gamma and zeta say. Throws for alpha < 0, alpha > 0 with max_length <= 0,
 // or a clipped (gamma, zeta) out of range.
+// per_row (needs alpha > 0): NCS, gamma from each row's own number of visible keys instead of
+// max_length.
 SoftmaxClip resolve_softmax_clip(SoftmaxKind kind, double gamma, double zeta, double alpha,
-                                 int64_t max_length);
+                                 int64_t max_length, bool per_row = false);
 
 // Throws unless gamma <= 0 and zeta >= 1 (names the offending value); `op` prefixes the message.
 void check_clip_range(double gamma, double zeta, const char* op);

@@ -435,6 +435,10 @@ struct Lowering {
              "integer model: {} uses a softmax with a sink column (softmax1 / sink), which the "
              "integer engine does not implement yet (issue 15)",
              path);
+    QT_CHECK(!a.softmax.per_row,
+             "integer model: {} uses the per-row clipped softmax (model.alpha_per_row), which the "
+             "integer engine does not implement yet (issue 15)",
+             path);
     const int pi = a.gate != nn::GateKind::none ? gate(path, a, input) : -1;
     const int q = linear(path + ".query", input);
     const int k = linear(path + ".key", input);

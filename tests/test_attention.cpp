@@ -68,6 +68,7 @@ struct SoftmaxSetting {
   const char* name;
   SoftmaxKind kind;
   double gamma, zeta, alpha;
+  bool per_row = false;  // NCS: gamma = -alpha / (keys the row sees)
 };
 const std::vector<SoftmaxSetting> kSoftmaxes = {
     {"vanilla", SoftmaxKind::vanilla, 0.0, 1.0, 0.0},
@@ -75,8 +76,10 @@ const std::vector<SoftmaxSetting> kSoftmaxes = {
     {"alpha=1.5/T=8", SoftmaxKind::vanilla, 0.0, 1.0, 1.5},  // gamma = -0.1875, zeta = 1
     {"softmax1", SoftmaxKind::softmax1, 0.0, 1.0, 0.0},
     {"sink", SoftmaxKind::sink, 0.0, 1.0, 0.0},
+    {"per-row alpha=1.5", SoftmaxKind::clipped, 0.0, 1.0, 1.5, true},
 };
 const SoftmaxSetting& kSink = kSoftmaxes[4];
+const SoftmaxSetting& kPerRow = kSoftmaxes[5];
 
 // Learned sink logits away from their 0 init (so that sink differs from softmax1): a_h = -1, 0.5,
 // 2, ... for head h.
@@ -93,7 +96,7 @@ nn::AttentionOptions make_options(int64_t d, int64_t H, const SoftmaxSetting& s,
   nn::AttentionOptions o;
   o.hidden = d;
   o.heads = H;
-  o.softmax = nn::resolve_softmax_clip(s.kind, s.gamma, s.zeta, s.alpha, 8);
+  o.softmax = nn::resolve_softmax_clip(s.kind, s.gamma, s.zeta, s.alpha, 8, s.per_row);
   o.sink = nn::attention_sink_of(s.kind);
   o.gate = gate;
   o.gate_pi_init = 0.4;
@@ -170,12 +173,14 @@ std::vector<double> reference_attention(const nn::Attention& a, const Tensor& x,
       for (int64_t i = 0; i < L; ++i) {
         std::vector<double> s(L);
         bool any_visible = false;
+        int64_t visible_keys = 0;
         for (int64_t j = 0; j < L; ++j) {
           double dot = 0;
           for (int64_t c = 0; c < dh; ++c)
             dot += q[(b * L + i) * d + h * dh + c] * k[(b * L + j) * d + h * dh + c];
           const bool visible = key_ok[b * L + j] && !(a.options.causal && j > i);
           any_visible = any_visible || visible;
+          visible_keys += visible ? 1 : 0;
           s[j] = visible ? dot / std::sqrt(double(dh)) : -INFINITY;
         }
         std::vector<double> p(L);
@@ -191,9 +196,16 @@ std::vector<double> reference_attention(const nn::Attention& a, const Tensor& x,
           any_visible = true;
         }
         for (int64_t j = 0; j < L; ++j) total += any_visible ? std::exp(s[j] - m) : 1.0;
+        // per-row clip (NCS): gamma = -alpha / (keys the row sees; all L when it sees none)
+        const bool per_row = a.options.softmax.per_row;
+        const double row_gamma =
+            per_row ? -a.options.softmax.alpha / double(visible_keys > 0 ? visible_keys : L)
+                    : gamma;
+        const double row_zeta = per_row ? 1.0 : zeta;
         for (int64_t j = 0; j < L; ++j) {
           p[j] = (any_visible ? std::exp(s[j] - m) : 1.0) / total;  // all masked: uniform (HF)
-          if (clipped) p[j] = std::min(1.0, std::max(0.0, (zeta - gamma) * p[j] + gamma));
+          if (clipped)
+            p[j] = std::min(1.0, std::max(0.0, (row_zeta - row_gamma) * p[j] + row_gamma));
         }
         // gate pi for (b, i, h)
         double pi = 1.0;
@@ -302,6 +314,38 @@ TEST_CASE("Attention: parameter names, shapes, init order and PyTorch default in
   nn::Attention off_by_one(make_options(16, 4, kSoftmaxes[3], GateKind::none, false, 0.0f, true),
                            make_state(), rng4);
   CHECK(off_by_one.named_parameters().size() == 8);
+}
+
+TEST_CASE("attention_core: the per-row clipped softmax uses each causal row's own length (NCS)") {
+  // q = k = 0 and causal: row i sees n = i + 1 keys, each with p = 1 / n, and its gamma is
+  // -alpha / n (zeta = 1): y = clip((1 + alpha / n) / n - alpha / n, 0, 1). With one fixed gamma
+  // = -alpha / T instead, short rows would keep mass the per-row clip removes.
+  const int64_t B = 1, L = 5, H = 1, d = L;
+  const double alpha = 0.6;
+  Tensor v = ops::zeros({B, L, d}, DType::f64);
+  for (int64_t j = 0; j < L; ++j) v.data<double>()[j * d + j] = 1.0;
+  const Tensor zero = ops::zeros({B, L, d}, DType::f64);
+  for (bool fused : {true, false}) {
+    CAPTURE(fused);
+    nn::AttentionCoreOptions o;
+    o.heads = H;
+    o.causal = true;
+    o.softmax = nn::resolve_softmax_clip(SoftmaxKind::clipped, 0, 1, alpha, L, true);
+    CHECK(o.softmax.per_row);
+    const Tensor c = fused ? nn::attention_core(zero, zero, v, Tensor(), Tensor(), o)
+                           : nn::attention_core_composed(zero, zero, v, Tensor(), Tensor(), o);
+    for (int64_t i = 0; i < L; ++i) {
+      const double n = static_cast<double>(i + 1);
+      const double y = std::min(1.0, std::max(0.0, (1 + alpha / n) / n - alpha / n));
+      for (int64_t j = 0; j < L; ++j) {
+        CAPTURE(i);
+        CAPTURE(j);
+        CHECK(c.at({0, i, j}) == doctest::Approx(j <= i ? y : 0.0).epsilon(1e-12));
+      }
+    }
+  }
+  CHECK_THROWS_WITH_AS(nn::resolve_softmax_clip(SoftmaxKind::clipped, 0, 1, 0, L, true),
+                       doctest::Contains("needs alpha > 0"), Error);
 }
 
 TEST_CASE("attention_core: a sink column takes the mass a head does not give its keys") {
@@ -570,7 +614,7 @@ TEST_CASE("Attention: fused equals composed, forward and every gradient, all var
           }
           ++combinations;
         }
-  CHECK(combinations == 5 * 6 * 4 * 2);
+  CHECK(combinations == 6 * 6 * 4 * 2);
 }
 
 TEST_CASE("Attention: gradcheck (f64) of x and every parameter, composed and fused paths") {
@@ -585,6 +629,7 @@ TEST_CASE("Attention: gradcheck (f64) of x and every parameter, composed and fus
   for (GateKind gate : kGates) cases.push_back({&kSoftmaxes[1], gate});
   cases.push_back({&kSink, GateKind::none});
   cases.push_back({&kSink, GateKind::linear_per_head});
+  cases.push_back({&kPerRow, GateKind::none});
   for (const auto& [softmax, gate] : cases)
     for (bool fused : {false, true}) {
       CAPTURE(softmax->name);
@@ -655,7 +700,8 @@ TEST_CASE("Attention: fused forward and backward are bit-identical with 1 and 2 
            {&kSoftmaxes[1], GateKind::none},
            {&kSoftmaxes[1], GateKind::linear_per_head},
            {&kSoftmaxes[1], GateKind::mlp_per_head},
-           {&kSink, GateKind::none}}) {
+           {&kSink, GateKind::none},
+           {&kPerRow, GateKind::none}}) {
     CAPTURE(softmax->name);
     CAPTURE(gate_name(gate));
     std::vector<RunResult> results;

@@ -106,9 +106,11 @@ nn::AttentionOptions attention_options(const SafeTensors& fixture, bool fused) {
   o.hidden = std::stoll(meta(fixture, "hidden"));
   o.heads = std::stoll(meta(fixture, "heads"));
   const nn::SoftmaxKind softmax = nn::parse_softmax_kind(meta(fixture, "softmax"));
+  const auto per_row = fixture.metadata.find("alpha_per_row");  // fixtures since issue 15
   o.softmax = nn::resolve_softmax_clip(
       softmax, std::stod(meta(fixture, "gamma")), std::stod(meta(fixture, "zeta")),
-      std::stod(meta(fixture, "alpha")), std::stoll(meta(fixture, "max_length")));
+      std::stod(meta(fixture, "alpha")), std::stoll(meta(fixture, "max_length")),
+      per_row != fixture.metadata.end() && per_row->second == "1");
   o.sink = nn::attention_sink_of(softmax);
   o.gate = gate_kind(meta(fixture, "gate"));
   o.gate_pi_init = std::stod(meta(fixture, "gate_pi_init"));
@@ -162,6 +164,7 @@ const std::vector<std::string> kAttentionFixtures = {
     "attention_softmax1",
     "attention_sink",
     "attention_sink_causal_padding",
+    "attention_per_row_gamma",
 };
 
 const std::vector<std::string> kBlockFixtures = {

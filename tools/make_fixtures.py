@@ -169,6 +169,14 @@ def logit(p, eps=1e-16):
     return -math.log(1 / p - 1)
 
 
+def per_row_gamma(scores, alpha):
+    """-alpha / n_i [B, H, T, 1], n_i the keys row i sees (masked scores are the dtype minimum); a
+    row that sees none is uniform over all T keys and uses n_i = T."""
+    seen = (scores != torch.finfo(scores.dtype).min).sum(dim=-1, keepdim=True).to(scores.dtype)
+    seen = torch.where(seen == 0, torch.full_like(seen, scores.shape[-1]), seen)
+    return -alpha / seen
+
+
 def clipped_softmax(scores, gamma, zeta):
     """repo softmax.py: clip((zeta - gamma) * softmax + gamma, 0, 1); no renormalisation."""
     probabilities = F.softmax(scores, dim=-1)
@@ -214,6 +222,8 @@ class ReferenceAttention(nn.Module):
 
     def softmax(self, scores):
         o = self.o
+        if o.get("alpha_per_row", False):  # NCS: gamma_i = -alpha / (keys row i sees), zeta = 1
+            return clipped_softmax(scores, per_row_gamma(scores, o["alpha"]), 1.0)
         if o.get("alpha", 0.0) > 0:  # the alpha override ignores `softmax`
             return clipped_softmax(scores, -o["alpha"] / o["max_length"], 1.0)
         if o.get("softmax", "vanilla") == "clipped":
@@ -326,6 +336,7 @@ def attention_metadata(options):
         "gate_pi_init": repr(options.get("gate_pi_init", 0.5)),
         "gate_mlp_hidden": str(options.get("gate_mlp_hidden", 0)),
         "causal": "1" if options.get("causal", False) else "0",
+        "alpha_per_row": "1" if options.get("alpha_per_row", False) else "0",
     }
     return meta
 
@@ -373,7 +384,10 @@ def attention_fixture(seed, options, mask=False, require_low_clip=False, require
 def check_clipping(module, x, key_padding_mask, options, require_low, require_high):
     """Recomputes the stretched probabilities s of the fixture's forward pass (float64) and checks
     that no s lies within 1e-4 of a clip boundary; records how many entries are clipped."""
-    if options.get("alpha", 0.0) > 0:
+    per_row = options.get("alpha_per_row", False)
+    if per_row:
+        gamma, zeta = None, 1.0  # per row, from the captured scores
+    elif options.get("alpha", 0.0) > 0:
         gamma, zeta = -options["alpha"] / options["max_length"], 1.0
     elif options.get("softmax", "vanilla") == "clipped":
         gamma, zeta = options["gamma"], options["zeta"]
@@ -384,7 +398,8 @@ def check_clipping(module, x, key_padding_mask, options, require_low, require_hi
 
     def capture(scores):
         p = F.softmax(scores, dim=-1)
-        captured["s"] = (zeta - gamma) * p + gamma
+        g = per_row_gamma(scores, options["alpha"]) if per_row else gamma
+        captured["s"] = (zeta - g) * p + g
         # Masked keys have p = 0 exactly (s = gamma: clipped for sure); a causal row with a single
         # visible key has p = 1 exactly (s = zeta, on the boundary when zeta = 1, where clamp passes
         # the gradient; the softmax gradient of a one-key row is 0 anyway). Neither is ambiguous.
@@ -442,6 +457,14 @@ ATTENTION_FIXTURES = {
     "attention_softmax1": (1013, {"softmax": "softmax1"}, False, False, False),
     "attention_sink": (1014, {"softmax": "sink"}, False, False, False),
     "attention_sink_causal_padding": (1015, {"softmax": "sink", "causal": True}, True, False, False),
+    # NCS (Liao & Monz 2024): the clipped softmax with gamma = -alpha / (keys the row sees).
+    "attention_per_row_gamma": (
+        1016,
+        {"softmax": "clipped", "alpha": 0.6, "alpha_per_row": True, "max_length": 8, "causal": True},
+        True,
+        True,
+        False,
+    ),
 }
 
 

@@ -117,6 +117,7 @@ MODEL_KEYS = {  # key: (default, choices or None)
     "gamma": (0.0, None),
     "zeta": (1.0, None),
     "alpha": (0.0, None),
+    "alpha_per_row": (False, None),
     "gate": ("none", GATES),
     "gate_pi_init": (0.5, None),
     "gate_mlp_hidden": (0, None),
@@ -171,6 +172,8 @@ class ModelSpec:
             if self.gate_mlp_hidden < 1:
                 raise QtlabModelError("%s: model.gate = mlp with d_head = %d < 4 needs model.gate_mlp_hidden > 0"
                                       % (where, self.head_dim))
+        if self.alpha_per_row and self.alpha <= 0:
+            raise QtlabModelError("%s: model.alpha_per_row = true needs model.alpha > 0" % where)
         if self.alpha > 0 and self.softmax in ("softmax1", "sink"):
             raise QtlabModelError("%s: model.alpha = %g makes the softmax clipped, which does not go with "
                                   "model.softmax = %s" % (where, self.alpha, self.softmax))
@@ -302,7 +305,11 @@ class Attention(nn.Module):
         else:
             p = F.softmax(scores, dim=-1)
         clip = self.spec.clip_range()
-        if clip is not None:
+        if self.spec.alpha_per_row:  # NCS: gamma_i = -alpha / (keys row i sees), zeta = 1
+            seen = torch.tril(torch.ones(T, T)).sum(-1) if self.causal else torch.full((T,), float(T))
+            gamma = (-self.spec.alpha / seen).to(p.dtype).view(1, 1, T, 1)
+            p = torch.clip((1 - gamma) * p + gamma, 0, 1)
+        elif clip is not None:
             gamma, zeta = clip
             p = torch.clip((zeta - gamma) * p + gamma, 0, 1)
         self.last_probabilities = p.detach()
