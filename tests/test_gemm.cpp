@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tensor/blas/gemm.h"
+#include "tensor/blas/gemm_internal.h"
 #include "tensor/error.h"
 #include "tensor/threads.h"
 
@@ -308,6 +309,15 @@ TEST_CASE("gemm_u8s8s32: dispatched kernel and reference match an int64 loop exa
       qt::blas::gemm_u8s8s32_reference(M, N, K, A.data(), lda, B.data(), ldb, R.data(), ldc,
                                        accumulate);
       CHECK(R == expected);
+      // The AVX2 kernel directly (dispatched only without VNNI), on 1 and 2 threads.
+      if (qt::blas::detail::int8_avx2_available())
+        for (int threads : {1, 2}) {
+          auto V = C0;
+          qt::blas::detail::gemm_u8s8s32_avx2(M, N, K, A.data(), lda, B.data(), ldb, V.data(), ldc,
+                                              accumulate, threads);
+          CAPTURE(threads);
+          CHECK(V == expected);
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 // Integer GEMM for quantized inference: C (s32) = A (u8) [M, K] x B (s8) [N, K]^T (+ C).
 //
 // Everything here is exact integer arithmetic, so any summation order gives the same bits; the
-// fast path (gemm_int8_avx512.cpp, AVX-512 VNNI) and the plain loops below must agree exactly,
-// and the tests check that they do. With accumulate, C + sum wraps modulo 2^32 like the hardware
+// fast paths (gemm_int8_avx512.cpp, AVX-512 VNNI; gemm_int8_avx2.cpp, AVX2 vpmaddwd on s16 pairs,
+// where there is no VNNI) and the plain loops below must agree exactly, and the tests check that
+// they do. With accumulate, C + sum wraps modulo 2^32 like the hardware
 // add (it cannot overflow for sane inputs, but wrapping keeps both paths defined and identical).
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "tensor/blas/gemm.h"
 #include "tensor/blas/gemm_internal.h"
@@ -66,14 +68,27 @@ void reference_rows(int64_t m0, int64_t m1, int64_t N, int64_t K, const uint8_t*
 
 }  // namespace
 
+int32_t* detail::aligned_int32(size_t count, AlignedInt32& owner) {
+  const size_t bytes = std::max<size_t>(64, (count * sizeof(int32_t) + 63) / 64 * 64);
+  owner.reset(static_cast<int32_t*>(std::aligned_alloc(64, bytes)));
+  if (!owner) fail("gemm_u8s8s32: cannot allocate a {}-byte pack buffer", bytes);
+  return owner.get();
+}
+
 // Lives here, not in the _avx512 file: the check itself must run on any CPU.
 bool detail::int8_vnni_available() {
   static const bool available = cpu::avx512_usable() && __builtin_cpu_supports("avx512vnni");
   return available;
 }
 
+bool detail::int8_avx2_available() {
+  static const bool available = __builtin_cpu_supports("avx2");
+  return available;
+}
+
 std::string_view int8_kernel_name() {
-  return detail::int8_vnni_available() ? "avx512-vnni 12x32" : "reference";
+  if (detail::int8_vnni_available()) return "avx512-vnni 12x32";
+  return detail::int8_avx2_available() ? "avx2 6x16" : "reference";
 }
 
 void gemm_u8s8s32_reference(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda,
@@ -94,7 +109,11 @@ void gemm_u8s8s32(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda
     detail::gemm_u8s8s32_vnni(M, N, K, A, lda, B, ldb, C, ldc, accumulate, threads);
     return;
   }
-  // No VNNI: the reference loops, rows split across threads (the compiler vectorises the k loop).
+  if (detail::int8_avx2_available() && K > 0) {
+    detail::gemm_u8s8s32_avx2(M, N, K, A, lda, B, ldb, C, ldc, accumulate, threads);
+    return;
+  }
+  // Neither: the reference loops, rows split across threads (the compiler vectorises the k loop).
   const int64_t row_block = 16;
   const int64_t blocks = (M + row_block - 1) / row_block;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && blocks > 1)

@@ -111,17 +111,6 @@ void kernel_12x32(int64_t K4, const int32_t* Ap, const int32_t* Bp, int32_t* C, 
   }
 }
 
-struct FreeDeleter {
-  void operator()(void* p) const { std::free(p); }
-};
-
-int32_t* aligned_int32(size_t count, std::unique_ptr<int32_t, FreeDeleter>& owner) {
-  const size_t bytes = std::max<size_t>(64, (count * sizeof(int32_t) + 63) / 64 * 64);
-  owner.reset(static_cast<int32_t*>(std::aligned_alloc(64, bytes)));
-  if (!owner) fail("gemm_u8s8s32: cannot allocate a {}-byte pack buffer", bytes);
-  return owner.get();
-}
-
 }  // namespace
 
 void gemm_u8s8s32_vnni(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda,
@@ -141,7 +130,7 @@ void gemm_u8s8s32_vnni(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_
   const int64_t groups = m_strips >= 4 * nthreads ? 1 : std::min<int64_t>(block_panels, nthreads);
 
   // All buffers are allocated here, once per call; nothing inside the parallel region allocates.
-  std::unique_ptr<int32_t, FreeDeleter> b_owner, a_owner;
+  AlignedInt32 b_owner, a_owner;
   int32_t* Bp = aligned_int32(static_cast<size_t>(block_panels * panel_ints), b_owner);
   int32_t* Ap_all = aligned_int32(static_cast<size_t>(nthreads * strip_ints), a_owner);
 

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 
 #include "tensor/blas/gemm.h"
 
@@ -44,7 +46,20 @@ const OwnKernel& own_kernel_avx512();
 const OwnKernel& own_kernel();
 
 // ---- integer GEMM fast path (gemm_int8_avx512.cpp): one thread's share, rows [m0, m1).
+// Pack buffers of the integer GEMMs: `count` int32 values, 64-byte aligned, owned by `owner`;
+// throws naming the size when the allocation fails.
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+using AlignedInt32 = std::unique_ptr<int32_t, FreeDeleter>;
+int32_t* aligned_int32(size_t count, AlignedInt32& owner);
+
 bool int8_vnni_available();
+// gemm_int8_avx2.cpp: exact u8 x s8 through s16 pairs and vpmaddwd, for CPUs without VNNI.
+bool int8_avx2_available();
+void gemm_u8s8s32_avx2(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda,
+                       const int8_t* B, int64_t ldb, int32_t* C, int64_t ldc, bool accumulate,
+                       int nthreads);
 void gemm_u8s8s32_vnni(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda,
                        const int8_t* B, int64_t ldb, int32_t* C, int64_t ldc, bool accumulate,
                        int nthreads);
