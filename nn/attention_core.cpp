@@ -150,6 +150,13 @@ inline bool visible(const uint8_t* key_ok, bool causal, int64_t i, int64_t j) {
   return key_ok[j] != 0 && !(causal && j > i);
 }
 
+// How many keys query row i sees (the per-row clip's n_i).
+inline int64_t visible_key_count(const uint8_t* key_ok, bool causal, int64_t i, int64_t L) {
+  int64_t count = 0;
+  for (int64_t j = 0; j < L; ++j) count += visible(key_ok, causal, i, j) ? 1 : 0;
+  return count;
+}
+
 // The stored probabilities. P >= 0, so its sign bit is free: the forward pass stores -P (or -0)
 // where dropout dropped the entry. The backward pass reads the dropout mask back from the sign
 // instead of drawing the Philox numbers again, and the stored tensor stays the only T x T one.
@@ -179,11 +186,8 @@ struct TypedRowClip {
 template <typename T>
 TypedRowClip<T> clip_of_row(const AttentionCoreOptions& options, const uint8_t* ok, int64_t i,
                             int64_t L) {
-  int64_t visible_keys = L;
-  if (options.softmax.per_row) {
-    visible_keys = 0;
-    for (int64_t j = 0; j < L; ++j) visible_keys += visible(ok, options.causal, i, j) ? 1 : 0;
-  }
+  const int64_t visible_keys =
+      options.softmax.per_row ? visible_key_count(ok, options.causal, i, L) : L;
   const RowClip c = row_clip(options.softmax, visible_keys, L);
   return {static_cast<T>(c.scale), static_cast<T>(c.gamma)};
 }
@@ -587,12 +591,12 @@ CoreInputGradients attention_core_backward(const CoreSaved& saved, const Tensor&
   return grads;
 }
 
-}  // namespace
-
 // The sink's share of every row [B, H, T] when there is a sink column, else undefined.
 Tensor sink_share_buffer(const Validated& in, DType dtype) {
   return in.sink.defined() ? Tensor::empty({in.g.batch, in.g.heads, in.g.length}, dtype) : Tensor();
 }
+
+}  // namespace
 
 Tensor attention_core(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& gate,
                       const Tensor& key_padding_mask, const AttentionCoreOptions& options,
@@ -832,10 +836,9 @@ Tensor attention_core_composed(const Tensor& q, const Tensor& k, const Tensor& v
       std::vector<double> scale(B * L), shift(B * L);
       for (int64_t b = 0; b < B; ++b)
         for (int64_t i = 0; i < L; ++i) {
-          int64_t visible_keys = 0;
-          for (int64_t j = 0; j < L; ++j)
-            visible_keys += visible(in.key_ok.data() + b * L, options.causal, i, j) ? 1 : 0;
-          const RowClip c = row_clip(options.softmax, visible_keys, L);
+          const RowClip c =
+              row_clip(options.softmax,
+                       visible_key_count(in.key_ok.data() + b * L, options.causal, i, L), L);
           scale[b * L + i] = c.scale;
           shift[b * L + i] = c.gamma;
         }

@@ -29,8 +29,9 @@ void set_backend(Backend backend);
 Backend backend();
 std::string_view backend_name(Backend backend);
 // The micro-kernels picked for this CPU, e.g. "avx512 12x32" / "avx2 6x16" for the own float GEMM
-// and "avx512-vnni 12x32" / "reference" for gemm_u8s8s32. Setting QTLAB_DISABLE_AVX512=1 in the
-// environment forces the AVX2 / portable paths (for testing them on AVX-512 machines).
+// and "avx512-vnni 12x32" / "avx2 6x16" / "reference" for gemm_u8s8s32. Setting
+// QTLAB_DISABLE_AVX512=1 in the environment forces the AVX2 / portable paths (for testing them on
+// AVX-512 machines).
 std::string_view own_kernel_name();
 std::string_view int8_kernel_name();
 
