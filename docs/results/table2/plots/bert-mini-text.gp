@@ -8,7 +8,7 @@ set xlabel 'training step'
 set title 'max inf-norm (Table 2 definition)'
 set logscale y
 set format y '%g'
-plot 'bert-mini-text-clipped-max_inf_norm.dat' using 1:2 with linespoints title 'clipped', 'bert-mini-text-gated-mlp-max_inf_norm.dat' using 1:2 with linespoints title 'gated-mlp', 'bert-mini-text-vanilla-max_inf_norm.dat' using 1:2 with linespoints title 'vanilla'
+plot 'bert-mini-text-clipped-max_inf_norm.dat' using 1:2 with linespoints title 'clipped', 'bert-mini-text-gated-linear-max_inf_norm.dat' using 1:2 with linespoints title 'gated-linear', 'bert-mini-text-gated-mlp-max_inf_norm.dat' using 1:2 with linespoints title 'gated-mlp', 'bert-mini-text-vanilla-max_inf_norm.dat' using 1:2 with linespoints title 'vanilla'
 reset
 set grid
 set key top left
@@ -16,19 +16,19 @@ set xlabel 'training step'
 set title 'avg kurtosis'
 set logscale y
 set format y '%g'
-plot 'bert-mini-text-clipped-avg_kurtosis.dat' using 1:2 with linespoints title 'clipped', 'bert-mini-text-gated-mlp-avg_kurtosis.dat' using 1:2 with linespoints title 'gated-mlp', 'bert-mini-text-vanilla-avg_kurtosis.dat' using 1:2 with linespoints title 'vanilla'
+plot 'bert-mini-text-clipped-avg_kurtosis.dat' using 1:2 with linespoints title 'clipped', 'bert-mini-text-gated-linear-avg_kurtosis.dat' using 1:2 with linespoints title 'gated-linear', 'bert-mini-text-gated-mlp-avg_kurtosis.dat' using 1:2 with linespoints title 'gated-mlp', 'bert-mini-text-vanilla-avg_kurtosis.dat' using 1:2 with linespoints title 'vanilla'
 reset
 set grid
 set key top left
 set xlabel 'training step'
 set title 'W8A8 / FP perplexity - 1 (%)'
 unset logscale y
-plot 'bert-mini-text-clipped-w8a8_gap.dat' using 1:2 with linespoints title 'clipped', 'bert-mini-text-gated-mlp-w8a8_gap.dat' using 1:2 with linespoints title 'gated-mlp', 'bert-mini-text-vanilla-w8a8_gap.dat' using 1:2 with linespoints title 'vanilla'
+plot 'bert-mini-text-clipped-w8a8_gap.dat' using 1:2 with linespoints title 'clipped', 'bert-mini-text-gated-linear-w8a8_gap.dat' using 1:2 with linespoints title 'gated-linear', 'bert-mini-text-gated-mlp-w8a8_gap.dat' using 1:2 with linespoints title 'gated-mlp', 'bert-mini-text-vanilla-w8a8_gap.dat' using 1:2 with linespoints title 'vanilla'
 reset
 set grid
 set key top left
 set xlabel 'training step'
 set title 'lowest activation bits within 1% of FP (W8)'
 unset logscale y
-plot 'bert-mini-text-clipped-safe_bits.dat' using 1:2 with linespoints title 'clipped', 'bert-mini-text-gated-mlp-safe_bits.dat' using 1:2 with linespoints title 'gated-mlp', 'bert-mini-text-vanilla-safe_bits.dat' using 1:2 with linespoints title 'vanilla'
+plot 'bert-mini-text-clipped-safe_bits.dat' using 1:2 with linespoints title 'clipped', 'bert-mini-text-gated-linear-safe_bits.dat' using 1:2 with linespoints title 'gated-linear', 'bert-mini-text-gated-mlp-safe_bits.dat' using 1:2 with linespoints title 'gated-mlp', 'bert-mini-text-vanilla-safe_bits.dat' using 1:2 with linespoints title 'vanilla'
 unset multiplot
